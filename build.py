@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Sets up and runs everything for VeriFrame Worker with the machine's python3 (3.11), stdlib only.
+
+    python3 build.py test [PYTEST ARGS]   # install what the tests need into .venv, then run pytest
+    python3 build.py demo                 # same set-up, then a real job end to end on a local network
+
+The set-up is idempotent: apt packages are installed only when missing (as root, on Debian/Ubuntu), and
+``.venv`` is re-synced only when ``requirements-dev.txt`` or the test Blender pin changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+REQUIREMENTS = ROOT / "requirements-dev.txt"
+# The test Blender: the bpy module of Blender 4.5 LTS, the release built for Python 3.11.
+BPY_PIN = "bpy==4.5.15"
+# What EEVEE needs to render headless through EGL (Mesa's software rasteriser where there is no GPU),
+# plus the X/Wayland client libraries the bpy module links against.
+APT_PACKAGES = [
+    "libegl1", "libegl-mesa0", "libgl1-mesa-dri", "libgbm1", "libgl1", "libglx-mesa0",
+    "libx11-6", "libxi6", "libxxf86vm1", "libxfixes3", "libxrender1", "libxkbcommon0", "libsm6",
+]
+PYTEST_NO_TESTS = 5
+
+log = logging.getLogger("build")
+
+
+def run(cmd: list[str], **kwargs: object) -> None:
+    log.info("$ %s", " ".join(str(c) for c in cmd))
+    subprocess.run(cmd, check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def missing_apt_packages() -> list[str]:
+    if not shutil.which("dpkg-query"):
+        return []
+    missing = []
+    for package in APT_PACKAGES:
+        status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True)
+        if "install ok installed" not in status.stdout:
+            missing.append(package)
+    return missing
+
+
+def ensure_apt_packages() -> None:
+    missing = missing_apt_packages()
+    if not missing:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        log.warning("missing system packages %s; install them (sudo apt-get install %s) or renders may fail",
+                    missing, " ".join(missing))
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-q"], env=env)
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
+
+
+def ensure_venv() -> Path:
+    if sys.version_info[:2] != (3, 11):
+        log.warning("python3 is %s; the bpy %s wheel needs Python 3.11", sys.version.split()[0], BPY_PIN)
+    python = venv_python()
+    if not python.exists():
+        run([sys.executable, "-m", "venv", str(VENV)])
+    stamp = VENV / ".synced"
+    wanted = hashlib.sha256(REQUIREMENTS.read_bytes() + BPY_PIN.encode()).hexdigest()
+    if stamp.exists() and stamp.read_text().strip() == wanted:
+        return python
+    run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    run([str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS), BPY_PIN])
+    stamp.write_text(wanted + "\n")
+    return python
+
+
+def set_up() -> Path:
+    ensure_apt_packages()
+    return ensure_venv()
+
+
+def cmd_test(extra: list[str]) -> int:
+    python = set_up()
+    code = subprocess.run([str(python), "-m", "pytest", *extra], cwd=ROOT).returncode
+    if code == PYTEST_NO_TESTS:
+        log.error("pytest collected no tests: that is a failure, not a pass")
+        return 1
+    return code
+
+
+def cmd_demo(extra: list[str]) -> int:
+    python = set_up()
+    return subprocess.run([str(python), "-m", "devnet.demo", *extra], cwd=ROOT).returncode
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="[build] %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["test", "demo"])
+    args, extra = parser.parse_known_args()
+    commands = {"test": cmd_test, "demo": cmd_demo}
+    try:
+        return commands[args.command](extra)
+    except subprocess.CalledProcessError as exc:
+        log.error("set-up step failed (exit %s): %s", exc.returncode, " ".join(map(str, exc.cmd)))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Shared fixtures: a real devnet process per test, the sample scene, and a way to run the worker.
+
+Nothing here is mocked: the devnet is ``python -m devnet serve`` on 127.0.0.1, the worker is
+``python -m veriframe_addon`` (or the ``Worker`` class in-process), renders run in real Blender (``bpy``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from devnet.process import ROOT, Devnet, running_devnet
+
+SCENE_SIZE = (64, 48)
+
+
+@pytest.fixture
+def devnet(tmp_path: Path) -> Iterator[Devnet]:
+    with running_devnet(tmp_path / "devnet") as net:
+        yield net
+
+
+@pytest.fixture(scope="session")
+def sample_blend(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's scene at a tiny size and 2 samples, written once by real Blender."""
+    path = tmp_path_factory.mktemp("scene") / "sample_scene.blend"
+    subprocess.run([sys.executable, "-m", "devnet.sample_scene", str(path), "--size",
+                    f"{SCENE_SIZE[0]}x{SCENE_SIZE[1]}", "--samples", "2"], cwd=ROOT, check=True,
+                   capture_output=True)
+    return path
+
+
+@dataclass
+class WorkerRun:
+    returncode: int
+    output: str
+    data_dir: Path
+
+
+def worker_env(devnet: Devnet, data_dir: Path, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"BLENDER_PATH", "LOG_LEVEL"}}
+    env.update(devnet.worker_env())
+    env.update({"VERIFRAME_DATA_DIR": str(data_dir), "POLL_INTERVAL": "0.5", "RENDER_TIMEOUT": "240"})
+    env.update(overrides)
+    return env
+
+
+def run_worker(env: dict[str, str], *args: str, timeout: float = 600) -> WorkerRun:
+    """Runs the headless worker to its end (``--max-jobs``) and returns its exit code and log."""
+    done = subprocess.run([sys.executable, "-m", "veriframe_addon", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    return WorkerRun(done.returncode, done.stdout + done.stderr, Path(env["VERIFRAME_DATA_DIR"]))
+
+
+def run_worker_until(env: dict[str, str], marker: str, count: int, timeout: float = 120) -> WorkerRun:
+    """Runs the worker until ``marker`` appeared ``count`` times in its log, then stops it with SIGTERM."""
+    process = subprocess.Popen([sys.executable, "-m", "veriframe_addon"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    for line in process.stdout:
+        lines.append(line)
+        if sum(marker in ln for ln in lines) >= count or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGTERM)
+    rest, _ = process.communicate(timeout=60)
+    return WorkerRun(process.returncode, "".join(lines) + rest, Path(env["VERIFRAME_DATA_DIR"]))

@@ -1,0 +1,193 @@
+"""Worker settings, read once from the environment and an optional ``.env`` file.
+
+Every value is checked here, before the worker touches the network or the disk, so a typo surfaces as
+one ``ConfigError`` naming the variable instead of a confusing failure halfway through a job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+from .multiaddr import api_url_from_multiaddr
+
+# The Stark curve order: a private key is a non-zero scalar below it.
+STARK_EC_ORDER = 0x800000000000010FFFFFFFFFFFFFFFFB781126DCAE7B2321E66A241ADC64D2F
+# Addresses and other felts are below the field prime (2**251 + 17 * 2**192 + 1).
+STARK_FIELD_PRIME = 2**251 + 17 * 2**192 + 1
+
+DEFAULT_POLL_INTERVAL = 10.0
+DEFAULT_RENDER_TIMEOUT = 300.0
+DEFAULT_GATEWAY = "http://127.0.0.1:8080/ipfs"
+DEFAULT_IPFS_API = "/ip4/127.0.0.1/tcp/5001"
+
+_HEX_RE = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """The settings a worker runs with; ``private_key`` is kept out of ``repr`` so it never lands in a log."""
+
+    backend_url: str
+    worker_address: str
+    private_key: int = field(repr=False)
+    ipfs_api_url: str
+    ipfs_gateway_url: str
+    blender_path: str | None
+    poll_interval: float
+    render_timeout: float
+    data_dir: Path
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.data_dir / "completed_jobs.json"
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """Reads ``KEY=value`` lines the way python-dotenv does for the common cases.
+
+    Blender's Python has no python-dotenv, so this small reader covers what operators write: comments,
+    ``export`` prefixes, single/double quotes, and trailing ``# comments`` after unquoted values.
+    """
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(str(path), f"line {number} is not KEY=value: {raw.strip()[:40]!r}")
+        value = value.strip()
+        if value[:1] in {"'", '"'} and value.endswith(value[0]) and len(value) >= 2:
+            value = value[1:-1]
+        else:
+            value = value.split(" #", 1)[0].strip()
+        values[key] = value
+    return values
+
+
+def default_data_dir() -> Path:
+    """A per-user data folder (XDG on Linux, Application Support on macOS, LOCALAPPDATA on Windows)."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "veriframe-worker"
+
+
+def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> WorkerConfig:
+    """Builds a ``WorkerConfig`` from ``environ`` (default ``os.environ``) over an optional ``.env`` file.
+
+    Real environment variables win over the file, as with python-dotenv, so a one-off override on the
+    command line needs no edit of the file.
+    """
+    env: dict[str, str] = {}
+    if env_file is not None:
+        if not env_file.is_file():
+            raise ConfigError(str(env_file), "the .env file does not exist")
+        env.update(parse_env_file(env_file))
+    env.update(os.environ if environ is None else environ)
+
+    def get(name: str, default: str | None = None) -> str | None:
+        value = env.get(name, "").strip()
+        return value if value else default
+
+    backend_url = _parse_backend_url(_require(get("BACKEND_API_URL"), "BACKEND_API_URL"))
+    worker_address = _parse_felt(_require(get("WORKER_ADDRESS"), "WORKER_ADDRESS"), "WORKER_ADDRESS")
+    private_key = _parse_private_key(_require(get("WORKER_PRIVATE_KEY"), "WORKER_PRIVATE_KEY"))
+    ipfs_api = get("IPFS_API", DEFAULT_IPFS_API) or DEFAULT_IPFS_API
+    try:
+        ipfs_api_url = api_url_from_multiaddr(ipfs_api)
+    except ValueError as exc:
+        raise ConfigError("IPFS_API", str(exc)) from None
+    gateway = _parse_http_url(get("IPFS_GATEWAY", DEFAULT_GATEWAY) or DEFAULT_GATEWAY, "IPFS_GATEWAY")
+    blender_path = get("BLENDER_PATH")
+    poll_interval = _parse_seconds(get("POLL_INTERVAL"), "POLL_INTERVAL", DEFAULT_POLL_INTERVAL, minimum=0.05)
+    render_timeout = _parse_seconds(
+        get("RENDER_TIMEOUT"), "RENDER_TIMEOUT", DEFAULT_RENDER_TIMEOUT, minimum=1
+    )
+    data_dir_text = get("VERIFRAME_DATA_DIR")
+    data_dir = Path(data_dir_text).expanduser() if data_dir_text else default_data_dir()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError("VERIFRAME_DATA_DIR", f"{data_dir} exists and is not a folder")
+
+    return WorkerConfig(
+        backend_url=backend_url,
+        worker_address=worker_address,
+        private_key=private_key,
+        ipfs_api_url=ipfs_api_url,
+        ipfs_gateway_url=gateway,
+        blender_path=blender_path,
+        poll_interval=poll_interval,
+        render_timeout=render_timeout,
+        data_dir=data_dir,
+    )
+
+
+def _require(value: str | None, name: str) -> str:
+    if value is None:
+        raise ConfigError(name, "is not set (put it in the environment or the .env file)")
+    return value
+
+
+def _parse_backend_url(text: str) -> str:
+    """Accepts the full API base (``.../api/v1``) or a bare host, which gets ``/api/v1`` appended."""
+    url = _parse_http_url(text, "BACKEND_API_URL")
+    parts = urlsplit(url)
+    if parts.path in {"", "/"}:
+        url = urlunsplit((parts.scheme, parts.netloc, "/api/v1", "", ""))
+    return url.rstrip("/")
+
+
+def _parse_http_url(text: str, name: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(name, f"{text!r} is not an http(s) URL (example: http://127.0.0.1:8000/api/v1)")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        raise ConfigError(name, f"{text!r} has an invalid port") from None
+    return text.rstrip("/")
+
+
+def _parse_felt(text: str, name: str) -> str:
+    if not _HEX_RE.match(text) or int(text, 16) >= STARK_FIELD_PRIME or int(text, 16) == 0:
+        raise ConfigError(name, "must be a non-zero 0x-prefixed hex StarkNet felt (below the field prime)")
+    return "0x" + format(int(text, 16), "064x")
+
+
+def _parse_private_key(text: str) -> int:
+    # The value itself is never echoed: it is a secret.
+    if not _HEX_RE.match(text):
+        raise ConfigError("WORKER_PRIVATE_KEY", "must be a 0x-prefixed hex number")
+    key = int(text, 16)
+    if not 0 < key < STARK_EC_ORDER:
+        raise ConfigError("WORKER_PRIVATE_KEY", "is out of range for a Stark private key")
+    return key
+
+
+def _parse_seconds(text: str | None, name: str, default: float, *, minimum: float) -> float:
+    if text is None:
+        return default
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        raise ConfigError(name, f"{text!r} is not a number of seconds") from None
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(name, f"must be at least {minimum:g} seconds, got {text!r}")
+    return value

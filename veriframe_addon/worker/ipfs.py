@@ -1,0 +1,202 @@
+"""Fetching assets from and storing results in IPFS, trusting no source's bytes without checking the CID.
+
+Downloads go to the gateway first and fall back to the node's RPC API (``/api/v0/cat``). Each source's
+stream is written to disk in pieces while ``CidVerifier`` rebuilds the DAG Kubo would have built; only
+a file whose recomputed CID equals the job's CID is handed on. A source that serves other bytes is
+logged as such and the next source is tried. Uploads stream a multipart body (``/api/v0/add``) and the
+CID the node answers with is checked against the one computed locally.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from .cid import CidVerifier, cid_of_file, parse_cid
+from .errors import ContentMismatch, IpfsError
+from .retry import RetryableStatus, RetryPolicy, call_with_retries, is_retryable_status
+from .transport import USER_AGENT
+
+log = logging.getLogger("veriframe.worker")
+
+PIECE = 1024 * 1024
+ProgressCallback = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class Download:
+    path: Path
+    size: int
+    source: str
+
+
+def gateway_url(gateway: str, cid: str) -> str:
+    """``http://host:8080/ipfs`` and ``http://host:8080`` both name the same path gateway."""
+    base = gateway.rstrip("/")
+    return f"{base}/{cid}" if base.endswith("/ipfs") else f"{base}/ipfs/{cid}"
+
+
+class IpfsClient:
+    """One IPFS RPC API plus one path gateway."""
+
+    def __init__(
+        self,
+        api_url: str,
+        gateway: str,
+        *,
+        policy: RetryPolicy | None = None,
+        stop: threading.Event | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.gateway = gateway
+        self.policy = policy or RetryPolicy(attempts=3)
+        self.stop = stop
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+
+    # -- download -------------------------------------------------------------------------------------
+    def download(self, cid: str, dest: Path, progress: ProgressCallback | None = None) -> Download:
+        """Saves the content of ``cid`` to ``dest`` after verifying it; raises ``ContentMismatch`` or
+        ``IpfsError`` when no source delivers the right bytes."""
+        parse_cid(cid)  # refuse an unverifiable CID before any request
+        sources: list[tuple[str, Callable[[], requests.Response]]] = [
+            (
+                "gateway",
+                lambda: self.session.get(gateway_url(self.gateway, cid), stream=True, timeout=self.timeout),
+            ),
+            (
+                "IPFS API",
+                lambda: self.session.post(
+                    f"{self.api_url}/api/v0/cat", params={"arg": cid}, stream=True, timeout=self.timeout
+                ),
+            ),
+        ]
+        errors: list[str] = []
+        mismatch: ContentMismatch | None = None
+        for name, opener in sources:
+            try:
+                size = self._fetch_verified(name, opener, cid, dest, progress)
+                return Download(dest, size, name)
+            except ContentMismatch as exc:
+                log.error("[Worker] Refused %s bytes for %s: they hash to %s", name, cid, exc.actual)
+                mismatch = mismatch or exc
+            except IpfsError as exc:
+                log.warning("[Worker] %s could not deliver %s: %s", name, cid, exc)
+                errors.append(f"{name}: {exc}")
+        if mismatch is not None:
+            raise mismatch
+        raise IpfsError(f"IPFS download failed for {cid} ({'; '.join(errors)})")
+
+    def _fetch_verified(
+        self,
+        name: str,
+        opener: Callable[[], requests.Response],
+        cid: str,
+        dest: Path,
+        progress: ProgressCallback | None,
+    ) -> int:
+        def open_ok() -> requests.Response:
+            response = opener()
+            if is_retryable_status(response.status_code):
+                response.close()
+                raise RetryableStatus(response)
+            return response
+
+        try:
+            response = call_with_retries(open_ok, f"{name} download of {cid}", self.policy, self.stop)
+        except RetryableStatus as exc:
+            raise IpfsError(f"HTTP {exc.response.status_code}") from None
+        except requests.RequestException as exc:
+            raise IpfsError(f"unreachable ({type(exc).__name__})") from None
+
+        with response:
+            if response.status_code != 200:
+                raise IpfsError(f"HTTP {response.status_code}: {response.text[:200]}")
+            total = _content_length(response)
+            verifier = CidVerifier(cid, source=name)
+            partial = dest.with_name(dest.name + ".part")
+            received = 0
+            try:
+                with partial.open("wb") as out:
+                    for piece in response.iter_content(PIECE):
+                        if self.stop is not None and self.stop.is_set():
+                            raise IpfsError("download cancelled")
+                        verifier.update(piece)
+                        out.write(piece)
+                        received += len(piece)
+                        if progress is not None:
+                            progress(received, total)
+                verifier.verify()
+                os.replace(partial, dest)
+            except requests.RequestException as exc:
+                raise IpfsError(f"connection broke after {received} bytes ({type(exc).__name__})") from None
+            finally:
+                partial.unlink(missing_ok=True)
+        return received
+
+    # -- upload ---------------------------------------------------------------------------------------
+    def upload(self, path: Path) -> str:
+        """Adds ``path`` (CIDv0, Kubo defaults) and returns its CID, checked against a local computation."""
+        expected = str(cid_of_file(path, cid_version=0))
+
+        def attempt() -> requests.Response:
+            boundary = secrets.token_hex(16)
+            response = self.session.post(
+                f"{self.api_url}/api/v0/add",
+                params={"cid-version": 0, "pin": "true", "quiet": "true"},
+                data=_multipart_body(path, boundary),
+                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                timeout=self.timeout,
+            )
+            if is_retryable_status(response.status_code):
+                raise RetryableStatus(response)
+            return response
+
+        try:
+            response = call_with_retries(attempt, f"IPFS upload of {path.name}", self.policy, self.stop)
+        except RetryableStatus as exc:
+            raise IpfsError(f"IPFS upload failed: HTTP {exc.response.status_code}") from None
+        except requests.RequestException as exc:
+            raise IpfsError(f"IPFS API unreachable at {self.api_url} ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise IpfsError(f"IPFS upload failed: HTTP {response.status_code}: {response.text[:200]}")
+        try:
+            # Kubo answers one JSON object per added entry (more with progress on); the file is the last.
+            answer = json.loads(response.text.strip().splitlines()[-1])
+            cid = str(answer["Hash"])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise IpfsError(f"IPFS upload answered with no CID: {response.text[:200]}") from exc
+        if cid != expected:
+            raise ContentMismatch(expected, cid, source="IPFS API add")
+        return cid
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _content_length(response: requests.Response) -> int | None:
+    value = response.headers.get("Content-Length")
+    return int(value) if value and value.isdigit() else None
+
+
+def _multipart_body(path: Path, boundary: str) -> Iterator[bytes]:
+    """A streamed multipart/form-data body with one ``file`` part, read from disk in pieces."""
+    yield (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    with path.open("rb") as file:
+        while piece := file.read(PIECE):
+            yield piece
+    yield f"\r\n--{boundary}--\r\n".encode()

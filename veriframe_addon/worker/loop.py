@@ -1,0 +1,341 @@
+"""The job loop: poll, claim, fetch, render, upload, report, remember.
+
+A job's data flows down once: api (claim) -> ipfs (fetch, verify) -> asset -> render -> ipfs (upload)
+-> journal (pending result) -> api (complete) -> journal (completed). Any one job's failure is logged
+once, here, and the loop goes on; only a worker that cannot sign in at all stops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .api import LOST_RACE_STATUSES, BackendClient, Job
+from .asset import prepare_blend
+from .auth import AuthSession, StarkSigner
+from .cid import parse_cid
+from .config import WorkerConfig
+from .errors import AuthError, BackendError, InvalidCid, JobSettingsError, RenderCancelled, WorkerError
+from .ipfs import IpfsClient
+from .job_settings import ENGINES, RenderSettings, parse_render_settings
+from .journal import JobJournal
+from .render import BlenderRenderer, RenderResult, blender_version, find_blender
+from .retry import RetryPolicy
+from .transport import JsonTransport
+
+log = logging.getLogger("veriframe.worker")
+
+UNVERIFIED_RECHECK_SECONDS = 60.0
+
+
+@dataclass
+class WorkerStatus:
+    """What an operator watches; published after every change (the Blender panel draws it)."""
+
+    state: str = (
+        "stopped"  # signing-in, polling, claiming, downloading, rendering, uploading, reporting, idle
+    )
+    job_id: str | None = None
+    asset_cid: str | None = None
+    progress: float | None = None
+    completed: int = 0
+    failed: int = 0
+    reward_total: int = 0
+    verified: bool | None = None
+    last_error: str | None = None
+    last_render: Path | None = None
+    last_result_cid: str | None = None
+
+
+@dataclass
+class _RunCounters:
+    taken: int = 0
+    skipped_unclaimed: set[str] = field(default_factory=set)
+
+
+class Worker:
+    """One node's worker. ``run()`` blocks; call it from a thread inside Blender, from main when headless."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        stop: threading.Event | None = None,
+        on_status: Callable[[WorkerStatus], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.stop = stop or threading.Event()
+        self.on_status = on_status
+        self.status = WorkerStatus()
+        self.journal = JobJournal(config.journal_path)
+        transport = JsonTransport(config.backend_url, policy=RetryPolicy(), stop=self.stop)
+        self.auth = AuthSession(transport, config.worker_address, StarkSigner(config.private_key))
+        self.backend = BackendClient(transport, self.auth)
+        self.ipfs = IpfsClient(config.ipfs_api_url, config.ipfs_gateway_url, stop=self.stop)
+        self.blender = find_blender(config.blender_path)
+        self.renderer = BlenderRenderer(self.blender, config.render_timeout)
+        self._counters = _RunCounters()
+        self._last_verified_check = 0.0
+
+    # -- status ---------------------------------------------------------------------------------------
+    def _publish(self, **changes: object) -> None:
+        self.status = dataclasses.replace(self.status, **changes)
+        if self.on_status is not None:
+            self.on_status(self.status)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Announces the setup, registers (idempotently) and signs in; raises ``AuthError`` on a bad key."""
+        cfg = self.config
+        log.info("[Worker] Starting VeriFrame Worker (API-based)")
+        log.info("[Worker] Backend API: %s", cfg.backend_url)
+        log.info("[Worker] Worker Address: %s", cfg.worker_address)
+        log.info("[Worker] IPFS API: %s, gateway: %s", cfg.ipfs_api_url, cfg.ipfs_gateway_url)
+        version = blender_version(self.blender)
+        log.info(
+            "[Worker] Blender found: %s%s", version, " (bpy module)" if self.blender.uses_bpy_module else ""
+        )
+        self._publish(state="signing-in", last_error=None)
+        capabilities = {"engines": sorted(set(ENGINES.values())), "blender": version, "output": "PNG"}
+        hardware = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "system": platform.system()}
+        if self.backend.register(capabilities, hardware):
+            log.info("[Worker] Registered worker %s with its public key", cfg.worker_address)
+        worker = self.auth.sign_in()
+        self._note_verification(worker)
+
+    def run(self, max_jobs: int | None = None) -> int:
+        """Polls and processes jobs until stopped or ``max_jobs`` were taken; returns jobs completed."""
+        self.start()
+        log.info("[Worker] Starting job polling loop (interval: %gs)", self.config.poll_interval)
+        completed_before = self.status.completed
+        consecutive_auth_failures = 0
+        while not self.stop.is_set():
+            if max_jobs is not None and self._counters.taken >= max_jobs:
+                break
+            try:
+                self.report_pending_results()
+                worked = self.poll_once()
+                consecutive_auth_failures = 0
+            except AuthError as exc:
+                consecutive_auth_failures += 1
+                self._publish(state="idle", last_error=str(exc))
+                log.error("[Worker] %s", exc)
+                if consecutive_auth_failures >= 3:
+                    raise
+                worked = False
+            except BackendError as exc:
+                self._publish(state="idle", last_error=str(exc))
+                log.error("[Worker] Backend error: %s", exc)
+                worked = False
+            if not worked:
+                self._publish(state="idle", job_id=None, asset_cid=None, progress=None)
+                self.stop.wait(self.config.poll_interval)
+        self._publish(state="stopped", job_id=None, asset_cid=None, progress=None)
+        return self.status.completed - completed_before
+
+    # -- polling --------------------------------------------------------------------------------------
+    def poll_once(self) -> bool:
+        """Looks for a job and processes the first one it can claim; True if a job was taken."""
+        self._publish(state="polling")
+        log.info("[Worker] [%s] Polling for jobs...", time.strftime("%H:%M:%S"))
+        jobs = self.backend.available_jobs()
+        log.info("[Worker] Found %d available jobs", len(jobs))
+        if not jobs:
+            self._maybe_warn_unverified()
+        for job in jobs:
+            if self.stop.is_set():
+                return False
+            settings = self._acceptable(job)
+            if settings is None:
+                continue
+            if not self._claim(job):
+                continue
+            self._counters.taken += 1
+            self.process(job, settings)
+            return True
+        return False
+
+    def _acceptable(self, job: Job) -> RenderSettings | None:
+        """Settings for a job this worker may take, or None (journaled, malformed: skipped unclaimed)."""
+        if self.journal.is_finished(job.id) or job.id in self.journal.pending_results:
+            log.debug("[Worker] Skipping job %s: already in the journal", job.id)
+            return None
+        if job.id in self._counters.skipped_unclaimed:
+            return None
+        try:
+            parse_cid(job.asset_cid)
+            return parse_render_settings(job.required_capabilities)
+        except (InvalidCid, JobSettingsError) as exc:
+            log.warning("[Worker] Skipping job %s without claiming it: %s", job.id, exc)
+            self._counters.skipped_unclaimed.add(job.id)
+            return None
+
+    def _claim(self, job: Job) -> bool:
+        log.info("[Worker] Found job %s - Asset CID: %s", job.id, job.asset_cid)
+        self._publish(state="claiming", job_id=job.id, asset_cid=job.asset_cid, progress=None)
+        try:
+            self.backend.assign(job.id)
+        except BackendError as exc:
+            if exc.status in LOST_RACE_STATUSES:
+                log.info("[Worker] Could not claim job %s: %s", job.id, exc.detail)
+                return False
+            raise
+        log.info("[Worker] Successfully claimed job %s", job.id)
+        return True
+
+    # -- one job --------------------------------------------------------------------------------------
+    def process(self, job: Job, settings: RenderSettings) -> bool:
+        """Runs a claimed job to completion; True when the backend accepted the result."""
+        job_dir = self.config.jobs_dir / job.id
+        try:
+            render = self._produce(job, settings, job_dir)
+            self._publish(state="uploading", progress=None)
+            log.info("[Worker] Uploading render result to IPFS: %s", render.output)
+            result_cid = self.ipfs.upload(render.output)
+            log.info("[Worker] Upload successful. CID: %s", result_cid)
+            self.journal.record_result(job.id, result_cid)
+            self._publish(last_render=render.output, last_result_cid=result_cid)
+        except RenderCancelled as exc:
+            log.warning("[Worker] Job %s interrupted: %s", job.id, exc)
+            self._publish(last_error=f"Job {job.id} interrupted: {exc}")
+            return False
+        except WorkerError as exc:
+            self._fail(job.id, str(exc))
+            return False
+        finally:
+            _remove_inputs(job_dir)
+        return self._report(job.id, result_cid, quality_score(render), job.reward)
+
+    def _produce(self, job: Job, settings: RenderSettings, job_dir: Path) -> RenderResult:
+        if job_dir.exists():
+            shutil.rmtree(job_dir)
+        job_dir.mkdir(parents=True)
+        self._publish(state="downloading", progress=0.0)
+        log.info("[Worker] Downloading asset CID: %s", job.asset_cid)
+        started = time.monotonic()
+
+        def on_bytes(done: int, total: int | None) -> None:
+            self._publish(progress=done / total if total else None)
+
+        download = self.ipfs.download(job.asset_cid, job_dir / "asset", on_bytes)
+        seconds = max(time.monotonic() - started, 1e-6)
+        log.info(
+            "[Worker] Downloaded and verified %d bytes from the %s (%.1f MB/s)",
+            download.size,
+            download.source,
+            download.size / seconds / 1e6,
+        )
+        blend = prepare_blend(download.path, job_dir / "scene")
+        log.info("[Worker] Found blend file: %s", blend)
+        log.info(
+            "[Worker] Validating and rendering %s (%s, frame %d)", blend.name, settings.engine, settings.frame
+        )
+        self._publish(state="rendering", progress=0.0)
+        last_logged = [-1]
+
+        def on_progress(fraction: float) -> None:
+            self._publish(progress=fraction)
+            step = int(fraction * 4)
+            if step > last_logged[0]:
+                last_logged[0] = step
+                log.info("[Worker] Rendering job %s: %d%%", job.id, round(fraction * 100))
+
+        result = self.renderer.render(blend, job_dir, settings, progress=on_progress, cancel=self.stop)
+        log.info(
+            "[Worker] Render successful: %s (%dx%d, %s, %.1fs)",
+            result.output,
+            result.width,
+            result.height,
+            result.engine,
+            result.seconds,
+        )
+        return result
+
+    def _report(self, job_id: str, result_cid: str, quality: int, reward: int) -> bool:
+        self._publish(state="reporting", progress=None)
+        try:
+            self.backend.complete(job_id, result_cid, quality)
+        except BackendError as exc:
+            if exc.status is None or exc.status >= 500 or exc.status == 401:
+                # Kept in the journal's pending results and reported again on the next poll.
+                log.error("[Worker] Could not report job %s yet (%s); will retry", job_id, exc)
+                self._publish(last_error=f"Result of job {job_id} not reported yet: {exc}")
+                return False
+            return self._settle_refused_report(job_id, result_cid, exc)
+        log.info("[Worker] Successfully submitted result for job %s", job_id)
+        self.journal.mark_completed(job_id)
+        self._publish(completed=self.status.completed + 1, reward_total=self.status.reward_total + reward)
+        log.info("[Worker] ✓ Successfully completed job %s", job_id)
+        return True
+
+    def _settle_refused_report(self, job_id: str, result_cid: str, exc: BackendError) -> bool:
+        """A 4xx on complete: maybe an earlier attempt already went through; ask the backend."""
+        try:
+            job = self.backend.get_job(job_id)
+        except BackendError:
+            job = None
+        if job is not None and job.status == "completed" and job.raw.get("full_result_cid") == result_cid:
+            log.info("[Worker] Job %s was already completed with this result", job_id)
+            self.journal.mark_completed(job_id)
+            self._publish(
+                completed=self.status.completed + 1, reward_total=self.status.reward_total + job.reward
+            )
+            return True
+        self._fail(job_id, f"the backend refused the result: {exc.detail}")
+        return False
+
+    def report_pending_results(self) -> None:
+        """Reports results that were uploaded but not yet accepted (after a crash or a backend outage)."""
+        for job_id, cid in self.journal.pending_results.items():
+            log.info("[Worker] Reporting earlier result of job %s: %s", job_id, cid)
+            self._report(job_id, cid, 100, 0)
+
+    def _fail(self, job_id: str, reason: str) -> None:
+        log.error("[Worker] ✗ Job %s failed: %s", job_id, reason)
+        self.journal.mark_failed(job_id, reason)
+        self._publish(failed=self.status.failed + 1, last_error=f"Job {job_id} failed: {reason}")
+
+    # -- verification notice --------------------------------------------------------------------------
+    def _note_verification(self, worker: dict | None) -> None:
+        verified = bool(worker.get("verified")) if isinstance(worker, dict) else None
+        self._publish(verified=verified)
+        if verified is False:
+            log.warning(
+                "[Worker] Worker %s is not verified yet: the backend offers no jobs until an admin "
+                "verifies it",
+                self.config.worker_address,
+            )
+
+    def _maybe_warn_unverified(self) -> None:
+        if self.status.verified is not False:
+            return
+        now = time.monotonic()
+        if now - self._last_verified_check < UNVERIFIED_RECHECK_SECONDS:
+            return
+        self._last_verified_check = now
+        self._note_verification(self.backend.me())
+
+
+def quality_score(result: RenderResult) -> int:
+    """The share of the requested samples actually rendered, 0-100 (100 when Blender reported none)."""
+    if result.samples_done is None or not result.samples_total:
+        return 100
+    return max(0, min(100, round(100 * result.samples_done / result.samples_total)))
+
+
+def _remove_inputs(job_dir: Path) -> None:
+    """Drops the downloaded asset and unpacked scene; the render and its log stay for the operator."""
+    for name in ("asset", "asset.blend", "asset.part", "scene", "home", "tmp"):
+        path = job_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

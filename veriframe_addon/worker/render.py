@@ -1,0 +1,339 @@
+"""Rendering one job in a separate background Blender, with a deadline and a clean kill.
+
+One launch per job both validates (a file Blender cannot open fails with Blender's own message) and
+renders. The child gets a scrubbed environment (no private key, no tokens), a home and temp folder inside
+the job folder, and its own process group, so a timeout or a stop kills Blender and anything it started.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import queue
+import secrets
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, RenderCancelled, RenderError, RenderTimeout
+from .job_settings import RenderSettings
+
+log = logging.getLogger("veriframe.worker")
+
+CHILD_SCRIPT = Path(__file__).resolve().parent.parent / "render_child.py"
+# Only these reach the child: enough for Blender and the GPU stack, never the worker's secrets.
+ENV_ALLOWLIST = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LD_LIBRARY_PATH",
+    "PYTHONPATH",
+    "SYSTEMROOT",
+    "WINDIR",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XDG_RUNTIME_DIR",
+    "CUDA_VISIBLE_DEVICES",
+)
+ENV_PREFIX_ALLOWLIST = ("MESA_", "LIBGL_", "EGL_", "__EGL_", "__GLX_", "GALLIUM_", "OCIO")
+ProgressCallback = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class BlenderCommand:
+    """How to start a render child: a Blender binary, or a Python that has the ``bpy`` module."""
+
+    executable: str
+    uses_bpy_module: bool
+
+    def argv(self, blend: Path, spec: Path) -> list[str]:
+        if self.uses_bpy_module:
+            return [self.executable, str(CHILD_SCRIPT), str(spec)]
+        return [
+            self.executable,
+            "-b",
+            "--factory-startup",
+            "--disable-autoexec",
+            "-noaudio",
+            str(blend),
+            "--python-exit-code",
+            "1",
+            "--python",
+            str(CHILD_SCRIPT),
+            "--",
+            str(spec),
+        ]
+
+
+def find_blender(blender_path: str | None) -> BlenderCommand:
+    """``BLENDER_PATH`` when set; else this Python, when it can import ``bpy``."""
+    if blender_path:
+        return BlenderCommand(blender_path, uses_bpy_module=False)
+    if importlib.util.find_spec("bpy") is not None:
+        return BlenderCommand(sys.executable, uses_bpy_module=True)
+    raise ConfigError(
+        "BLENDER_PATH", "is not set and this Python has no bpy module: point it at a Blender binary"
+    )
+
+
+def blender_version(command: BlenderCommand, timeout: float = 60.0) -> str:
+    """Asks the render Blender for its version, proving it starts at all; raises ``RenderError`` if not."""
+    if command.uses_bpy_module:
+        argv = [command.executable, "-c", "import bpy; print('Blender', bpy.app.version_string)"]
+    else:
+        argv = [command.executable, "-b", "--factory-startup", "--version"]
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            env=child_environment_base(),
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RenderError(f"Blender not found or not starting ({command.executable}): {exc}") from None
+    line = next((ln.strip() for ln in done.stdout.splitlines() if ln.startswith("Blender ")), "")
+    if done.returncode != 0 or not line:
+        raise RenderError(f"Blender at {command.executable} did not report a version: {done.stderr[-300:]}")
+    return line
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    output: Path
+    width: int
+    height: int
+    engine: str
+    seconds: float
+    samples_done: int | None
+    samples_total: int | None
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk; raises ``RenderError`` for anything that is not a PNG."""
+    with path.open("rb") as file:
+        head = file.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise RenderError(f"Blender's output {path.name} is not a PNG image")
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
+def child_environment_base() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in ENV_ALLOWLIST or k.startswith(ENV_PREFIX_ALLOWLIST)}
+
+
+def child_environment(job_dir: Path) -> dict[str, str]:
+    home = job_dir / "home"
+    tmp = job_dir / "tmp"
+    for folder in (home, tmp):
+        folder.mkdir(parents=True, exist_ok=True)
+    env = child_environment_base()
+    env.update(
+        {
+            "HOME": str(home),
+            "USERPROFILE": str(home),
+            "TMPDIR": str(tmp),
+            "TEMP": str(tmp),
+            "TMP": str(tmp),
+            # Keep the operator's own Blender preferences and add-ons out of the render.
+            "BLENDER_USER_RESOURCES": str(home / "blender"),
+            "BLENDER_USER_CONFIG": str(home / "blender" / "config"),
+            "BLENDER_USER_SCRIPTS": str(home / "blender" / "scripts"),
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+class BlenderRenderer:
+    """Runs render children for jobs, one at a time."""
+
+    def __init__(self, command: BlenderCommand, timeout: float) -> None:
+        self.command = command
+        self.timeout = timeout
+
+    def render(
+        self,
+        blend: Path,
+        job_dir: Path,
+        settings: RenderSettings,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> RenderResult:
+        out_dir = job_dir / "render"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        output = out_dir / "render0001.png"
+        output.unlink(missing_ok=True)
+        token = secrets.token_hex(8)
+        spec = job_dir / "render_spec.json"
+        spec.write_text(
+            json.dumps(
+                {
+                    "blend": str(blend),
+                    "output": str(output),
+                    "tmp_dir": str(job_dir / "tmp"),
+                    "settings": settings.to_json(),
+                    "token": token,
+                }
+            ),
+            encoding="utf-8",
+        )
+
+        started = time.monotonic()
+        events, tail = self._run_child(blend, spec, job_dir, token, progress, cancel)
+        seconds = time.monotonic() - started
+
+        errors = [e for e in events if e.get("event") == "error"]
+        done = next((e for e in events if e.get("event") == "done"), None)
+        if errors:
+            raise RenderError(f"Blender could not render {blend.name}: {errors[-1].get('message')}")
+        if done is None or not output.is_file():
+            blender_says = [line for line in tail if "error" in line.lower()] or list(tail)[-3:]
+            raise RenderError(
+                f"Blender exited without a render of {blend.name}: {' | '.join(blender_says)[:500]}"
+            )
+        width, height = png_size(output)
+        if (width, height) != (done.get("width"), done.get("height")):
+            raise RenderError(
+                f"the PNG is {width}x{height}, but Blender was asked for "
+                f"{done.get('width')}x{done.get('height')}"
+            )
+        last_progress = next((e for e in reversed(events) if e.get("event") == "progress"), {})
+        return RenderResult(
+            output,
+            width,
+            height,
+            str(done.get("engine")),
+            seconds,
+            last_progress.get("samples_done"),
+            last_progress.get("samples_total"),
+        )
+
+    def _run_child(
+        self,
+        blend: Path,
+        spec: Path,
+        job_dir: Path,
+        token: str,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> tuple[list[dict], deque[str]]:
+        marker = f"@@VERIFRAME:{token} "
+        argv = self.command.argv(blend, spec)
+        log.debug("[Worker] Starting render child: %s", " ".join(argv))
+        popen_extra: dict = (
+            {"start_new_session": True}
+            if os.name == "posix"
+            else {
+                "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+            }
+        )
+        with (job_dir / "render.log").open("w", encoding="utf-8", errors="replace") as blender_log:
+            process = subprocess.Popen(
+                argv,
+                cwd=job_dir,
+                env=child_environment(job_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                bufsize=1,
+                **popen_extra,
+            )
+            lines: queue.Queue[str | None] = queue.Queue()
+            reader = threading.Thread(target=_pump, args=(process, lines), daemon=True, name="render-output")
+            reader.start()
+            events: list[dict] = []
+            tail: deque[str] = deque(maxlen=40)
+            deadline = time.monotonic() + self.timeout
+            try:
+                while True:
+                    if cancel is not None and cancel.is_set():
+                        raise RenderCancelled("render stopped by the operator")
+                    if time.monotonic() > deadline:
+                        raise RenderTimeout(
+                            f"render of {blend.name} ran past the {self.timeout:g}s limit "
+                            "(RENDER_TIMEOUT) and was killed"
+                        )
+                    try:
+                        line = lines.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+                    if line is None:
+                        break
+                    blender_log.write(line)
+                    if line.startswith(marker):
+                        event = _parse_event(line[len(marker) :])
+                        if event is None:
+                            continue
+                        events.append(event)
+                        if event.get("event") == "progress" and progress is not None:
+                            progress(float(event.get("fraction", 0.0)))
+                    elif line.strip():
+                        tail.append(line.strip())
+                process.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except (RenderError, subprocess.TimeoutExpired) as exc:
+                _kill_group(process)
+                if isinstance(exc, subprocess.TimeoutExpired):
+                    raise RenderTimeout(
+                        f"render of {blend.name} did not exit in time and was killed"
+                    ) from None
+                raise
+            finally:
+                if process.poll() is None:
+                    _kill_group(process)
+                reader.join(timeout=5)
+        return events, tail
+
+
+def _pump(process: subprocess.Popen, lines: queue.Queue) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.put(line)
+    lines.put(None)
+
+
+def _parse_event(text: str) -> dict | None:
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """Ends the child and everything it started: TERM, a short grace period, then KILL."""
+    if os.name == "posix":
+        for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                process.wait(timeout=grace)
+                # The leader is gone; make sure no straggler of its group survives it.
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
+            return
+    else:
+        process.kill()
+        process.wait(timeout=10)
