@@ -27,8 +27,19 @@ BPY_PIN = "bpy==4.5.15"
 # What EEVEE needs to render headless through EGL (Mesa's software rasteriser where there is no GPU),
 # plus the X/Wayland client libraries the bpy module links against.
 APT_PACKAGES = [
-    "libegl1", "libegl-mesa0", "libgl1-mesa-dri", "libgbm1", "libgl1", "libglx-mesa0",
-    "libx11-6", "libxi6", "libxxf86vm1", "libxfixes3", "libxrender1", "libxkbcommon0", "libsm6",
+    "libegl1",
+    "libegl-mesa0",
+    "libgl1-mesa-dri",
+    "libgbm1",
+    "libgl1",
+    "libglx-mesa0",
+    "libx11-6",
+    "libxi6",
+    "libxxf86vm1",
+    "libxfixes3",
+    "libxrender1",
+    "libxkbcommon0",
+    "libsm6",
 ]
 PYTEST_NO_TESTS = 5
 
@@ -60,8 +71,11 @@ def ensure_apt_packages() -> None:
     if not missing:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        log.warning("missing system packages %s; install them (sudo apt-get install %s) or renders may fail",
-                    missing, " ".join(missing))
+        log.warning(
+            "missing system packages %s; install them (sudo apt-get install %s) or renders may fail",
+            missing,
+            " ".join(missing),
+        )
         return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     run(["apt-get", "update", "-q"], env=env)

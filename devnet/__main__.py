@@ -105,12 +105,16 @@ def _call(method: str, url: str, **kwargs: Any) -> Any:
 def sign_in(backend: str, keys: StarkKeyPair) -> str:
     """Challenge, Stark signature, worker-auth: returns an access token for ``keys``."""
     challenge = _call("POST", f"{backend}/auth/challenge", json={"address": keys.address})
-    body = _call("POST", f"{backend}/auth/worker-auth", json={
-        "address": keys.address,
-        "message": challenge["message"],
-        "signature": sign(challenge["message"], keys.private_key),
-        "timestamp": int(challenge["timestamp"]),
-    })
+    body = _call(
+        "POST",
+        f"{backend}/auth/worker-auth",
+        json={
+            "address": keys.address,
+            "message": challenge["message"],
+            "signature": sign(challenge["message"], keys.private_key),
+            "timestamp": int(challenge["timestamp"]),
+        },
+    )
     return body["access_token"]
 
 
@@ -118,7 +122,11 @@ def cmd_worker_key(args: argparse.Namespace) -> int:
     backend = _backend(args)
     admin = load_keypair(_data_dir(args) / "admin.json")
     keys = new_keypair()
-    _call("POST", f"{backend}/workers/register", json={"address": keys.address, "public_key": hex(keys.public_key)})
+    _call(
+        "POST",
+        f"{backend}/workers/register",
+        json={"address": keys.address, "public_key": hex(keys.public_key)},
+    )
     token = sign_in(backend, admin)
     _call("POST", f"{backend}/workers/{keys.address}/verify", headers={"Authorization": f"Bearer {token}"})
     print(f"WORKER_ADDRESS={keys.address}")
@@ -128,23 +136,31 @@ def cmd_worker_key(args: argparse.Namespace) -> int:
 
 def add_file(ipfs_api: str, path: Path, cid_version: int = 0) -> str:
     with path.open("rb") as file:
-        answer = _call("POST", f"{ipfs_api}/api/v0/add", params={"cid-version": cid_version},
-                       files={"file": (path.name, file)})
+        answer = _call(
+            "POST",
+            f"{ipfs_api}/api/v0/add",
+            params={"cid-version": cid_version},
+            files={"file": (path.name, file)},
+        )
     return answer["Hash"]
 
 
 def create_job(backend: str, creator: str, cid: str, *, reward: int, settings: str | None) -> dict[str, Any]:
     jobs = _call("GET", f"{backend}/jobs/", params={"limit": 1000})
     chain_id = max((job["chain_job_id"] for job in jobs), default=0) + 1
-    return _call("POST", f"{backend}/jobs/", json={
-        "chain_job_id": chain_id,
-        "creator_address": creator,
-        "asset_cid_part1": cid[:31],
-        "asset_cid_part2": cid[31:] or None,
-        "reward_amount": reward,
-        "deadline": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
-        "required_capabilities": settings,
-    })
+    return _call(
+        "POST",
+        f"{backend}/jobs/",
+        json={
+            "chain_job_id": chain_id,
+            "creator_address": creator,
+            "asset_cid_part1": cid[:31],
+            "asset_cid_part2": cid[31:] or None,
+            "reward_amount": reward,
+            "deadline": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+            "required_capabilities": settings,
+        },
+    )
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -160,7 +176,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     for job in _call("GET", f"{_backend(args)}/jobs/", params={"limit": 1000}):
-        print(f"{job['id']}  {job['status']:<10} asset={job['full_asset_cid']}  result={job['full_result_cid'] or '-'}")
+        result = job["full_result_cid"] or "-"
+        print(f"{job['id']}  {job['status']:<10} asset={job['full_asset_cid']}  result={result}")
     return 0
 
 
@@ -188,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         command.set_defaults(func=func)
         if name == "submit":
             command.add_argument("file", type=Path)
-            command.add_argument("--settings", help='render settings JSON, e.g. \'{"samples": 4}\'')
+            command.add_argument("--settings", help="render settings JSON, e.g. '{\"samples\": 4}'")
             command.add_argument("--reward", type=int, default=10**15)
             command.add_argument("--cid-version", type=int, choices=(0, 1), default=0)
 

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import requests
 
@@ -38,16 +37,21 @@ def main() -> int:
         log.info("worker wallet %s registered and verified", worker_env["WORKER_ADDRESS"])
 
         scene = work / "sample_scene.blend"
-        subprocess.run([sys.executable, "-m", "devnet.sample_scene", str(scene), "--size", "160x120",
-                        "--samples", "8"], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "devnet.sample_scene", str(scene), "--size", "160x120", "--samples", "8"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         job_id = net.cli("submit", str(scene)).strip()
         log.info("submitted %s as job %s", scene.name, job_id)
 
         env = {**os.environ, **worker_env, "VERIFRAME_DATA_DIR": str(work / "worker"), "POLL_INTERVAL": "2"}
         env.pop("BLENDER_PATH", None)
         log.info("running the headless worker: python -m veriframe_addon --max-jobs 1")
-        worker = subprocess.run([sys.executable, "-m", "veriframe_addon", "--max-jobs", "1"], cwd=ROOT, env=env,
-                                timeout=900)
+        worker = subprocess.run(
+            [sys.executable, "-m", "veriframe_addon", "--max-jobs", "1"], cwd=ROOT, env=env, timeout=900
+        )
         if worker.returncode != 0:
             log.error("worker exited with %d", worker.returncode)
             return 1

@@ -22,7 +22,7 @@ def describe_sample_render(path: Path) -> str:
         colours = len(rgb.getcolors(maxcolors=width * height) or [])
     r, g, b = centre
     assert r > g + 40 and r > b + 40, f"centre pixel {centre} is not the red cube"
-    sr, sg, sb = sky
+    sr, _sg, sb = sky
     assert sb > sr + 30, f"top-left pixel {sky} is not the blue sky"
     assert colours > 16, f"only {colours} colours: not a shaded render"
     return f"{width}x{height} PNG, cube {centre}, sky {sky}, {colours} colours"

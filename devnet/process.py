@@ -54,8 +54,14 @@ class Devnet:
     def cli(self, *args: str, check: bool = True) -> str:
         """Runs ``python -m devnet ARGS`` against this network; returns its stdout."""
         env = dict(os.environ, **self.env)
-        done = subprocess.run([sys.executable, "-m", "devnet", "--data", str(self.data), *args], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "devnet", "--data", str(self.data), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if check and done.returncode != 0:
             raise RuntimeError(f"devnet {args[0]} failed: {done.stderr[-2000:]}")
         return done.stdout
@@ -68,12 +74,26 @@ class Devnet:
 
 
 @contextmanager
-def running_devnet(data: Path, *, ports: tuple[int, int, int] | None = None,
-                   extra_args: tuple[str, ...] = ()) -> Iterator[Devnet]:
+def running_devnet(
+    data: Path, *, ports: tuple[int, int, int] | None = None, extra_args: tuple[str, ...] = ()
+) -> Iterator[Devnet]:
     """Starts a devnet on ``ports`` (backend, IPFS API, gateway; free ones by default) and stops it after."""
     backend, ipfs, gateway = ports or (free_port(), free_port(), free_port())
-    cmd = [sys.executable, "-m", "devnet", "--data", str(data), "serve", "--backend-port", str(backend),
-           "--ipfs-port", str(ipfs), "--gateway-port", str(gateway), *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "devnet",
+        "--data",
+        str(data),
+        "serve",
+        "--backend-port",
+        str(backend),
+        "--ipfs-port",
+        str(ipfs),
+        "--gateway-port",
+        str(gateway),
+        *extra_args,
+    ]
     process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     env: dict[str, str] = {}
@@ -93,8 +113,9 @@ def running_devnet(data: Path, *, ports: tuple[int, int, int] | None = None,
             raise RuntimeError("devnet did not start:\n" + "\n".join(seen[-30:]))
         devnet = Devnet(process, {k: v for k, v in env.items() if not k.startswith("DEVNET_")}, data)
         devnet.log_lines = seen
-        drain = threading.Thread(target=lambda: devnet.log_lines.extend(ln.rstrip() for ln in process.stdout),
-                                 daemon=True)
+        drain = threading.Thread(
+            target=lambda: devnet.log_lines.extend(ln.rstrip() for ln in process.stdout), daemon=True
+        )
         drain.start()
         yield devnet
     finally:

@@ -32,9 +32,21 @@ def devnet(tmp_path: Path) -> Iterator[Devnet]:
 def sample_blend(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's scene at a tiny size and 2 samples, written once by real Blender."""
     path = tmp_path_factory.mktemp("scene") / "sample_scene.blend"
-    subprocess.run([sys.executable, "-m", "devnet.sample_scene", str(path), "--size",
-                    f"{SCENE_SIZE[0]}x{SCENE_SIZE[1]}", "--samples", "2"], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "devnet.sample_scene",
+            str(path),
+            "--size",
+            f"{SCENE_SIZE[0]}x{SCENE_SIZE[1]}",
+            "--samples",
+            "2",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
@@ -55,15 +67,27 @@ def worker_env(devnet: Devnet, data_dir: Path, **overrides: str) -> dict[str, st
 
 def run_worker(env: dict[str, str], *args: str, timeout: float = 600) -> WorkerRun:
     """Runs the headless worker to its end (``--max-jobs``) and returns its exit code and log."""
-    done = subprocess.run([sys.executable, "-m", "veriframe_addon", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "veriframe_addon", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return WorkerRun(done.returncode, done.stdout + done.stderr, Path(env["VERIFRAME_DATA_DIR"]))
 
 
 def run_worker_until(env: dict[str, str], marker: str, count: int, timeout: float = 120) -> WorkerRun:
     """Runs the worker until ``marker`` appeared ``count`` times in its log, then stops it with SIGTERM."""
-    process = subprocess.Popen([sys.executable, "-m", "veriframe_addon"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "veriframe_addon"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert process.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + timeout

@@ -27,23 +27,33 @@ def _journal(data_dir: Path) -> dict:
 def _reopen(devnet: Devnet, job_id: str) -> None:
     """Puts a job back on offer, as a backend that re-lists jobs would; done in the devnet's own DB."""
     with sqlite3.connect(devnet.data / "backend.sqlite3") as db:
-        cur = db.execute("UPDATE jobs SET status='open', worker_id=NULL, assigned_at=NULL, completed_at=NULL "
-                         "WHERE id=?", (job_id.replace("-", ""),))
+        cur = db.execute(
+            "UPDATE jobs SET status='open', worker_id=NULL, assigned_at=NULL, completed_at=NULL WHERE id=?",
+            (job_id.replace("-", ""),),
+        )
         if cur.rowcount == 0:
-            cur = db.execute("UPDATE jobs SET status='open', worker_id=NULL, assigned_at=NULL, "
-                             "completed_at=NULL WHERE id=?", (job_id,))
+            cur = db.execute(
+                "UPDATE jobs SET status='open', worker_id=NULL, assigned_at=NULL, "
+                "completed_at=NULL WHERE id=?",
+                (job_id,),
+            )
         assert cur.rowcount == 1
 
 
 def test_worker_completes_a_job_end_to_end(devnet: Devnet, sample_blend: Path, tmp_path: Path) -> None:
-    job_id = devnet.cli("submit", str(sample_blend), "--settings",
-                        '{"resolution_percentage": 50, "samples": 1, "gpu": "any"}').strip()
+    job_id = devnet.cli(
+        "submit", str(sample_blend), "--settings", '{"resolution_percentage": 50, "samples": 1, "gpu": "any"}'
+    ).strip()
     env = worker_env(devnet, tmp_path / "worker")
     run = run_worker(env, "--max-jobs", "1")
 
     assert run.returncode == 0, run.output
-    for expected in ("[Worker] Successfully authenticated.", f"[Worker] Successfully claimed job {job_id}",
-                     "[Worker] Render successful:", f"[Worker] ✓ Successfully completed job {job_id}"):
+    for expected in (
+        "[Worker] Successfully authenticated.",
+        f"[Worker] Successfully claimed job {job_id}",
+        "[Worker] Render successful:",
+        f"[Worker] ✓ Successfully completed job {job_id}",
+    ):
         assert expected in run.output
     job = _job(devnet, job_id)
     assert job["status"] == "completed"
@@ -65,8 +75,9 @@ def test_worker_completes_a_job_end_to_end(devnet: Devnet, sample_blend: Path, t
     assert not (job_dir / "asset.blend").exists() and (job_dir / "render" / "render0001.png").exists()
 
 
-def test_bad_assets_fail_cleanly_and_the_next_job_completes(devnet: Devnet, sample_blend: Path,
-                                                            tmp_path: Path) -> None:
+def test_bad_assets_fail_cleanly_and_the_next_job_completes(
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
+) -> None:
     not_blend = tmp_path / "picture.png"
     Image.new("RGB", (8, 8), "white").save(not_blend)
     broken_blend = tmp_path / "broken.blend"

@@ -1,0 +1,1 @@
+"""Local VeriFrame backend and IPFS node for tests and the demo; not shipped in the extension zip."""

@@ -1,0 +1,54 @@
+"""Real HTTP servers for tests: an ASGI app under uvicorn on a free 127.0.0.1 port, in a thread.
+
+Tests talk to the devnet over real sockets (no mocks), so what passes here is what the worker sees.
+The socket is bound before uvicorn starts, so there is no window where another test grabs the port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import uvicorn
+
+logger = logging.getLogger("tests.servers")
+
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+
+
+@contextlib.contextmanager
+def serve_app(app: Callable[..., Any]) -> Iterator[str]:
+    """Serve ``app`` until the block ends; yields its base URL, e.g. ``http://127.0.0.1:54321``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn:{port}", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError(f"uvicorn on port {port} exited during startup")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn on port {port} did not start within {START_TIMEOUT_S} s")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(STOP_TIMEOUT_S)
+        if thread.is_alive():  # a client still holding a stream open: stop waiting for it
+            logger.warning("uvicorn on port %d ignored shutdown for %.0f s; forcing it", port, STOP_TIMEOUT_S)
+            server.force_exit = True
+            thread.join(STOP_TIMEOUT_S)
+        sock.close()
