@@ -144,4 +144,9 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_code = main(sys.argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip Blender's exit-time cleanup: the bpy module can hang in it (seen after compositor use), and
+    # everything the worker needs is written and reported by now.
+    os._exit(exit_code)

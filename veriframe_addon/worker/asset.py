@@ -122,7 +122,10 @@ def _check_budget(count: int, total: int) -> None:
 
 def find_blend(root: Path) -> Path:
     """The archive's .blend: the only one, or the shallowest one when there are several."""
-    blends = sorted(root.rglob("*.blend"), key=lambda p: (len(p.relative_to(root).parts), str(p)))
+    blends = sorted(
+        (p for p in root.rglob("*.blend") if p.is_file()),
+        key=lambda p: (len(p.relative_to(root).parts), str(p)),
+    )
     if not blends:
         raise AssetError("the archive contains no .blend file")
     if len(blends) > 1:

@@ -57,7 +57,7 @@ def parse_env_file(path: Path) -> dict[str, str]:
     """Reads ``KEY=value`` lines the way python-dotenv does for the common cases.
 
     Blender's Python has no python-dotenv, so this small reader covers what operators write: comments,
-    ``export`` prefixes, single/double quotes, and trailing ``# comments`` after unquoted values.
+    ``export`` prefixes, single/double quotes, and trailing ``# comments`` after a value.
     """
     values: dict[str, str] = {}
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -69,13 +69,11 @@ def parse_env_file(path: Path) -> dict[str, str]:
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise ConfigError(str(path), f"line {number} is not KEY=value: {raw.strip()[:40]!r}")
+            # The line's text is not echoed: it may hold the private key (``WORKER_PRIVATE_KEY 0x...``).
+            raise ConfigError(str(path), f"line {number} is not KEY=value")
         value = value.strip()
-        if value[:1] in {"'", '"'} and value.endswith(value[0]) and len(value) >= 2:
-            value = value[1:-1]
-        else:
-            value = value.split(" #", 1)[0].strip()
-        values[key] = value
+        quoted = re.fullmatch(r"""(['"])(.*?)\1\s*(?:#.*)?""", value)
+        values[key] = quoted.group(2) if quoted else value.split(" #", 1)[0].strip()
     return values
 
 

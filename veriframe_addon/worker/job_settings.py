@@ -52,7 +52,7 @@ def parse_render_settings(required_capabilities: str | None) -> RenderSettings:
         # A bare list/number says nothing about render settings: keep the defaults.
         return RenderSettings()
 
-    engine = data.get("engine", "EEVEE")
+    engine = data.get("engine") or "EEVEE"
     if not isinstance(engine, str) or engine.upper() not in ENGINES:
         raise JobSettingsError(f"engine {engine!r} is not supported (use one of EEVEE, CYCLES, WORKBENCH)")
     return RenderSettings(

@@ -36,17 +36,19 @@ class JobJournal:
             return
         try:
             data: Any = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            # A hand-edited file of the wrong shape is as unreadable as a truncated one.
+            if not isinstance(data, dict) or not isinstance(data.get("completed_jobs", []), list):
+                raise ValueError('it is not a {"completed_jobs": [...]} object')
+            completed = [str(job) for job in data.get("completed_jobs", []) if job is not None]
+            failed = {str(k): str(v) for k, v in (data.get("failed_jobs") or {}).items()}
+            pending = {str(k): str(v) for k, v in (data.get("pending_results") or {}).items()}
+        except (OSError, ValueError, AttributeError) as exc:
             # Keep the unreadable file for the operator instead of silently forgetting finished jobs.
             backup = self.path.with_suffix(".corrupt.json")
             os.replace(self.path, backup)
             log.error("[Worker] Journal %s was unreadable (%s); kept it as %s", self.path, exc, backup)
             return
-        if not isinstance(data, dict):
-            data = {}
-        self._completed = [str(job) for job in data.get("completed_jobs", []) if job is not None]
-        self._failed = {str(k): str(v) for k, v in (data.get("failed_jobs") or {}).items()}
-        self._pending = {str(k): str(v) for k, v in (data.get("pending_results") or {}).items()}
+        self._completed, self._failed, self._pending = completed, failed, pending
 
     def is_finished(self, job_id: str) -> bool:
         """True for jobs completed or given up on: a restarted worker must not take them again."""

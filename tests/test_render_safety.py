@@ -1,0 +1,148 @@
+"""A job's scene is untrusted: it must not run Python, write outside its job folder, or run forever.
+
+Everything here renders with real Blender (the ``bpy`` module in a child process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from devnet.process import ROOT
+from veriframe_addon.worker.errors import RenderCancelled, RenderError, RenderTimeout
+from veriframe_addon.worker.job_settings import RenderSettings
+from veriframe_addon.worker.render import BlenderRenderer, find_blender
+
+HOSTILE = Path(__file__).resolve().parent / "hostile_scenes.py"
+
+
+def _make(kind: str, *paths: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(HOSTILE), kind, *map(str, paths)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def _children_running(spec: Path) -> list[int]:
+    """PIDs of processes whose command line names this job's render spec (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(spec).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def evil_scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("evil")
+    markers, outside = root / "markers", root / "outside"
+    markers.mkdir()
+    outside.mkdir()
+    blend = root / "evil.blend"
+    _make("evil", blend, markers, outside)
+    return blend, markers, outside
+
+
+def test_the_hostile_scene_really_is_hostile(evil_scene: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """Control: opened the trusting way (scripts allowed), the scene does run its Python.
+
+    Without this, the next test could pass only because the payload was broken.
+    """
+    blend, markers, _ = evil_scene
+    probe = (
+        "import bpy, os\n"
+        f"bpy.ops.wm.open_mainfile(filepath={str(blend)!r}, use_scripts=True)\n"
+        "bpy.context.scene.frame_set(1)\n"
+        "bpy.context.evaluated_depsgraph_get().update()\n"
+        "os._exit(0)\n"  # the bpy module can hang in exit-time cleanup after compositor use
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, timeout=120)
+    ran = sorted(p.name for p in markers.iterdir())
+    assert ran == ["driver_ran", "text_block_ran"]
+    for marker in markers.iterdir():
+        marker.unlink()
+
+
+def test_worker_render_runs_no_scene_python_and_writes_only_in_its_job_folder(
+    evil_scene: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    blend, markers, outside = evil_scene
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    renderer = BlenderRenderer(find_blender(None), timeout=240)
+    result = renderer.render(blend, job_dir, RenderSettings(samples=1))
+
+    assert result.output.is_file() and result.output.is_relative_to(job_dir)
+    assert list(markers.iterdir()) == []  # neither the text block nor the driver ran
+    assert list(outside.iterdir()) == []  # the File Output node was muted
+    assert '"muted_file_outputs": 1' in (job_dir / "render.log").read_text()
+
+
+def test_scene_without_camera_fails_with_a_clear_message(tmp_path: Path) -> None:
+    blend = tmp_path / "no_camera.blend"
+    _make("no-camera", blend)
+    renderer = BlenderRenderer(find_blender(None), timeout=240)
+    with pytest.raises(RenderError, match="no active camera"):
+        renderer.render(blend, tmp_path / "job", RenderSettings())
+
+
+def test_render_past_the_timeout_is_killed_with_its_process_group(sample_blend: Path, tmp_path: Path) -> None:
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    renderer = BlenderRenderer(find_blender(None), timeout=1.5)
+    started = time.monotonic()
+    with pytest.raises(RenderTimeout, match="RENDER_TIMEOUT"):
+        renderer.render(sample_blend, job_dir, RenderSettings(samples=64))
+    assert time.monotonic() - started < 15
+    assert _children_running(job_dir / "render_spec.json") == []
+
+
+def test_stop_now_kills_a_running_render(sample_blend: Path, tmp_path: Path) -> None:
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    renderer = BlenderRenderer(find_blender(None), timeout=240)
+    with pytest.raises(RenderCancelled):
+        renderer.render(sample_blend, job_dir, RenderSettings(samples=64), cancel=cancel)
+    assert _children_running(job_dir / "render_spec.json") == []
+
+
+def test_render_child_never_sees_the_private_key(
+    sample_blend: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key sits in the worker's environment; the child's environment and argv must not carry it."""
+    secret = "0x" + "5ec12e7" * 9
+    monkeypatch.setenv("WORKER_PRIVATE_KEY", secret)
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    seen: list[bytes] = []
+
+    def snoop(_: float) -> None:
+        for pid in _children_running(job_dir / "render_spec.json"):
+            with contextlib.suppress(OSError):
+                seen.append(
+                    Path(f"/proc/{pid}/environ").read_bytes() + Path(f"/proc/{pid}/cmdline").read_bytes()
+                )
+
+    BlenderRenderer(find_blender(None), timeout=240).render(
+        sample_blend, job_dir, RenderSettings(samples=2), progress=snoop
+    )
+    assert seen, "the render child was never observed"
+    assert all(secret.encode() not in blob and b"WORKER_PRIVATE_KEY" not in blob for blob in seen)
+    assert secret not in (job_dir / "render.log").read_text()
+    assert os.environ["WORKER_PRIVATE_KEY"] == secret
