@@ -762,10 +762,16 @@ def test_settings_at_the_bounds_are_accepted(key: str, value: int) -> None:
     assert getattr(parse_render_settings(json.dumps({key: value})), key) == value
 
 
-@pytest.mark.parametrize("engine", ["OCTANE", "", 3, None, ["CYCLES"]])
+@pytest.mark.parametrize("engine", ["OCTANE", 3, ["CYCLES"]])
 def test_unsupported_engine_is_refused(engine: object) -> None:
     with pytest.raises(JobSettingsError, match="engine"):
         parse_render_settings(json.dumps({"engine": engine}))
+
+
+@pytest.mark.parametrize("engine", ["", None])
+def test_empty_engine_keeps_the_default(engine: object) -> None:
+    """Like the other keys, a null or empty value means "not asked for": render with EEVEE."""
+    assert parse_render_settings(json.dumps({"engine": engine})).engine == "EEVEE"
 
 
 @pytest.mark.parametrize("text", ["{", "{'engine': 'CYCLES'}", "engine=CYCLES"])
