@@ -22,7 +22,7 @@ import requests
 
 from .cid import CidVerifier, cid_of_file, parse_cid
 from .errors import ContentMismatch, IpfsError
-from .retry import RetryableStatus, RetryPolicy, call_with_retries, is_retryable_status
+from .retry import RetryPolicy, send_with_retries
 from .transport import USER_AGENT
 
 log = logging.getLogger("veriframe.worker")
@@ -105,17 +105,8 @@ class IpfsClient:
         dest: Path,
         progress: ProgressCallback | None,
     ) -> int:
-        def open_ok() -> requests.Response:
-            response = opener()
-            if is_retryable_status(response.status_code):
-                response.close()
-                raise RetryableStatus(response)
-            return response
-
         try:
-            response = call_with_retries(open_ok, f"{name} download of {cid}", self.policy, self.stop)
-        except RetryableStatus as exc:
-            raise IpfsError(f"HTTP {exc.response.status_code}") from None
+            response = send_with_retries(opener, f"{name} download of {cid}", self.policy, self.stop)
         except requests.RequestException as exc:
             raise IpfsError(f"unreachable ({type(exc).__name__})") from None
 
@@ -149,23 +140,18 @@ class IpfsClient:
         """Adds ``path`` (CIDv0, Kubo defaults) and returns its CID, checked against a local computation."""
         expected = str(cid_of_file(path, cid_version=0))
 
-        def attempt() -> requests.Response:
-            boundary = secrets.token_hex(16)
-            response = self.session.post(
+        def send() -> requests.Response:
+            boundary = secrets.token_hex(16)  # a fresh body generator per attempt
+            return self.session.post(
                 f"{self.api_url}/api/v0/add",
                 params={"cid-version": 0, "pin": "true", "quiet": "true"},
                 data=_multipart_body(path, boundary),
                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
                 timeout=self.timeout,
             )
-            if is_retryable_status(response.status_code):
-                raise RetryableStatus(response)
-            return response
 
         try:
-            response = call_with_retries(attempt, f"IPFS upload of {path.name}", self.policy, self.stop)
-        except RetryableStatus as exc:
-            raise IpfsError(f"IPFS upload failed: HTTP {exc.response.status_code}") from None
+            response = send_with_retries(send, f"IPFS upload of {path.name}", self.policy, self.stop)
         except requests.RequestException as exc:
             raise IpfsError(f"IPFS API unreachable at {self.api_url} ({type(exc).__name__})") from None
         if response.status_code != 200:

@@ -20,8 +20,8 @@ log = logging.getLogger("veriframe.worker")
 T = TypeVar("T")
 
 
-class RetryableStatus(Exception):
-    """Raised inside a retried call for an answer worth another try (5xx, 429)."""
+class _RetryableStatus(Exception):
+    """Raised inside a retried send for an answer worth another try (5xx, 429)."""
 
     def __init__(self, response: requests.Response) -> None:
         super().__init__(f"HTTP {response.status_code}")
@@ -43,22 +43,43 @@ def is_retryable_status(status: int) -> bool:
     return status >= 500 or status == 429
 
 
+def send_with_retries(
+    send: Callable[[], requests.Response],
+    what: str,
+    policy: RetryPolicy,
+    stop: threading.Event | None = None,
+) -> requests.Response:
+    """Sends until the answer is not a 5xx/429 or attempts run out, and returns the last answer.
+
+    The caller judges the answer (a final 5xx included, so it can report the server's words). Raises
+    ``requests.RequestException`` when the server could not be reached at all. ``stop`` cuts the waiting
+    short when the operator stops the worker.
+    """
+
+    def attempt() -> requests.Response:
+        response = send()
+        if is_retryable_status(response.status_code):
+            response.content  # noqa: B018 - read the (small) error body so the connection is released
+            raise _RetryableStatus(response)
+        return response
+
+    try:
+        return call_with_retries(attempt, what, policy, stop)
+    except _RetryableStatus as exc:
+        return exc.response
+
+
 def call_with_retries(
     call: Callable[[], T],
     what: str,
     policy: RetryPolicy,
     stop: threading.Event | None = None,
 ) -> T:
-    """Runs ``call`` until it returns, retrying ``requests`` connection errors and ``RetryableStatus``.
-
-    Returns the call's result, or raises the last error once attempts run out (a ``RetryableStatus``
-    then carries the final response so the caller can report the server's words). ``stop`` cuts the
-    waiting short when the operator stops the worker.
-    """
+    """Runs ``call`` until it returns, retrying network errors and retryable answers with jittered backoff."""
     for attempt in range(policy.attempts):
         try:
             return call()
-        except (requests.ConnectionError, requests.Timeout, RetryableStatus) as exc:
+        except (requests.ConnectionError, requests.Timeout, _RetryableStatus) as exc:
             if attempt + 1 >= policy.attempts:
                 raise
             delay = policy.delay(attempt)

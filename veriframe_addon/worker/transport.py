@@ -12,7 +12,7 @@ from typing import Any
 import requests
 
 from .errors import BackendError
-from .retry import RetryableStatus, RetryPolicy, call_with_retries, is_retryable_status
+from .retry import RetryPolicy, send_with_retries
 
 USER_AGENT = "VeriFrame-Worker/0.1 (+blender-extension)"
 
@@ -49,18 +49,13 @@ class JsonTransport:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         what = f"{method} {path}"
 
-        def attempt() -> requests.Response:
-            response = self.session.request(
+        def send() -> requests.Response:
+            return self.session.request(
                 method, url, json=json, params=params, headers=headers, timeout=self.timeout
             )
-            if is_retryable_status(response.status_code):
-                raise RetryableStatus(response)
-            return response
 
         try:
-            response = call_with_retries(attempt, what, self.policy, self.stop)
-        except RetryableStatus as exc:
-            response = exc.response
+            response = send_with_retries(send, what, self.policy, self.stop)
         except requests.RequestException as exc:
             raise BackendError(f"{what}: backend unreachable at {self.base_url} ({exc})") from exc
 
