@@ -32,8 +32,8 @@ def _in_process_worker(devnet: Devnet, data_dir: Path) -> Worker:
 
 
 def test_expired_token_is_renewed_mid_run(tmp_path: Path, sample_blend: Path) -> None:
-    """Access tokens live 3 s here; the render takes longer, so the report needs a renewed token."""
-    with running_devnet(tmp_path / "devnet", extra_args=("--access-ttl", "3")) as devnet:
+    """Tokens live 1 s here; starting Blender alone takes longer, so the report needs a renewed token."""
+    with running_devnet(tmp_path / "devnet", extra_args=("--access-ttl", "1")) as devnet:
         job_id = devnet.cli("submit", str(sample_blend)).strip()
         run = run_worker(worker_env(devnet, tmp_path / "worker"), "--max-jobs", "1")
         assert run.returncode == 0, run.output
