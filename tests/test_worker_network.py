@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 import requests
 from fastapi import FastAPI, Response
 
-from devnet.process import Devnet, free_port, running_devnet
+from devnet.process import ROOT, Devnet, free_port, running_devnet
 from veriframe_addon.worker.auth import AuthSession, StarkSigner
 from veriframe_addon.worker.config import load_config
 from veriframe_addon.worker.errors import BackendError
@@ -217,3 +219,35 @@ def test_signer_matches_the_backend_verification() -> None:
     assert verify_message_signature(int(message, 16), [r, s], private_to_stark_key(0x1234ABCD))
     assert not verify_message_signature(int(message, 16), [r, s], private_to_stark_key(0x1234ABCE))
     assert "1234" not in repr(signer)
+
+
+def test_worker_started_during_a_backend_outage_waits_and_then_works(
+    tmp_path: Path, sample_blend: Path
+) -> None:
+    """The network is down when the worker starts; it keeps trying and completes the job once it is back."""
+    ports = (free_port(), free_port(), free_port())
+    data = tmp_path / "devnet"
+    with running_devnet(data, ports=ports) as devnet:
+        env = worker_env(devnet, tmp_path / "worker")
+        job_id = devnet.cli("submit", str(sample_blend)).strip()
+    # The devnet is stopped now.
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "veriframe_addon", "--max-jobs", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert worker.stdout is not None
+    lines = []
+    for line in worker.stdout:
+        lines.append(line)
+        if "backend unreachable" in line:
+            break
+    with running_devnet(data, ports=ports) as devnet:
+        rest, _ = worker.communicate(timeout=300)
+        output = "".join(lines) + rest
+        assert worker.returncode == 0, output
+        assert f"✓ Successfully completed job {job_id}" in output
+        assert _job(devnet, job_id)["status"] == "completed"

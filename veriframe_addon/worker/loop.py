@@ -84,6 +84,7 @@ class Worker:
         self.renderer = BlenderRenderer(self.blender, config.render_timeout)
         self._counters = _RunCounters()
         self._last_verified_check = 0.0
+        self._blender_version = "unknown"
 
     # -- status ---------------------------------------------------------------------------------------
     def _publish(self, **changes: object) -> None:
@@ -93,27 +94,39 @@ class Worker:
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Announces the setup, registers (idempotently) and signs in; raises ``AuthError`` on a bad key."""
+        """Announces the setup, then registers and signs in (see ``announce`` and ``connect``)."""
+        self.announce()
+        self.connect()
+
+    def announce(self) -> None:
+        """Logs the setup and proves the render Blender starts; raises ``RenderError`` if it does not."""
         cfg = self.config
         log.info("[Worker] Starting VeriFrame Worker (API-based)")
         log.info("[Worker] Backend API: %s", cfg.backend_url)
         log.info("[Worker] Worker Address: %s", cfg.worker_address)
         log.info("[Worker] IPFS API: %s, gateway: %s", cfg.ipfs_api_url, cfg.ipfs_gateway_url)
-        version = blender_version(self.blender)
-        log.info(
-            "[Worker] Blender found: %s%s", version, " (bpy module)" if self.blender.uses_bpy_module else ""
-        )
-        self._publish(state="signing-in", last_error=None)
-        capabilities = {"engines": sorted(set(ENGINES.values())), "blender": version, "output": "PNG"}
+        self._blender_version = blender_version(self.blender)
+        kind = " (bpy module)" if self.blender.uses_bpy_module else ""
+        log.info("[Worker] Blender found: %s%s", self._blender_version, kind)
+
+    def connect(self) -> None:
+        """Registers (idempotently) and signs in; raises ``AuthError`` (bad key), ``BackendError`` (down)."""
+        self._publish(state="signing-in")
+        capabilities = {
+            "engines": sorted(set(ENGINES.values())),
+            "blender": self._blender_version,
+            "output": "PNG",
+        }
         hardware = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "system": platform.system()}
         if self.backend.register(capabilities, hardware):
-            log.info("[Worker] Registered worker %s with its public key", cfg.worker_address)
+            log.info("[Worker] Registered worker %s with its public key", self.config.worker_address)
         worker = self.auth.sign_in()
         self._note_verification(worker)
+        self._publish(last_error=None)
 
     def run(self, max_jobs: int | None = None) -> int:
         """Polls and processes jobs until stopped or ``max_jobs`` were taken; returns jobs completed."""
-        self.start()
+        self.announce()
         log.info("[Worker] Starting job polling loop (interval: %gs)", self.config.poll_interval)
         completed_before = self.status.completed
         consecutive_auth_failures = 0
@@ -121,6 +134,8 @@ class Worker:
             if max_jobs is not None and self._counters.taken >= max_jobs:
                 break
             try:
+                if not self.auth.signed_in:
+                    self.connect()  # here, not before the loop: a backend that is down now may be up later
                 self.report_pending_results()
                 worked = self.poll_once()
                 consecutive_auth_failures = 0
