@@ -1,7 +1,9 @@
 """VeriFrame Worker: a Blender extension that renders VeriFrame network jobs on this machine.
 
-This module stays importable without ``bpy`` so ``python -m veriframe_addon`` and the tests can load the
-worker core; the Blender layer (preferences, operators, panel) is registered by ``register()``.
+``register()`` only registers: the preferences, operators and the sidebar panel, the ``blender -c
+veriframe`` command, and a handler that keeps the panel live across File > Open. It starts the worker
+itself only for ``blender -b --addons veriframe_addon``. This module stays importable without ``bpy``,
+so ``python -m veriframe_addon`` and the tests can load the worker core.
 """
 
 bl_info = {
@@ -13,3 +15,52 @@ bl_info = {
     "description": "Render VeriFrame network jobs on this machine and get paid for them",
     "category": "Render",
 }
+
+
+def _classes() -> tuple:
+    from . import operators, panel, preferences
+
+    return (preferences.VeriFramePreferences, *operators.CLASSES, *panel.CLASSES)
+
+
+def _after_file_load(_unused: object = None) -> None:
+    """File > Open ends every modal operator; re-attach the panel's timer if the worker still runs."""
+    import bpy
+
+    from .operators import SESSION, ensure_monitor
+
+    if SESSION.busy:
+        bpy.app.timers.register(lambda: ensure_monitor() or None, first_interval=0.2)
+
+
+def register() -> None:
+    import sys
+
+    import bpy
+
+    from . import headless
+
+    for cls in _classes():
+        bpy.utils.register_class(cls)
+    headless.register()
+    persistent = bpy.app.handlers.persistent(_after_file_load)
+    if persistent not in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.append(persistent)
+    if headless.requested_by_addons_arg(sys.argv):
+        headless.run_from_addons_arg()
+
+
+def unregister() -> None:
+    """Stops the worker (killing a render child) before the code it runs goes away."""
+    import bpy
+
+    from . import headless, operators
+
+    operators.SESSION.stop_worker(now=True, wait=30.0)
+    for handler in list(bpy.app.handlers.load_post):
+        if getattr(handler, "__name__", "") == _after_file_load.__name__:
+            bpy.app.handlers.load_post.remove(handler)
+    headless.unregister()
+    operators.free_previews()
+    for cls in reversed(_classes()):
+        bpy.utils.unregister_class(cls)

@@ -453,6 +453,13 @@ def cid_of_file(path: str | os.PathLike[str], cid_version: int = 0) -> CID:
     return builder.finish()
 
 
+def cid_of_bytes(data: bytes, cid_version: int = 0) -> CID:
+    """The CID ``ipfs add`` would print for ``data`` (small, in-memory content such as probes)."""
+    builder = UnixfsFileBuilder(cid_version)
+    builder.update(data)
+    return builder.finish()
+
+
 class CidVerifier:
     """Checks a stream against an expected CID, so a download is verified as it arrives.
 

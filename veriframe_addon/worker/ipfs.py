@@ -65,25 +65,28 @@ class IpfsClient:
         self.session.headers["User-Agent"] = USER_AGENT
 
     # -- download -------------------------------------------------------------------------------------
-    def download(self, cid: str, dest: Path, progress: ProgressCallback | None = None) -> Download:
+    def download(
+        self,
+        cid: str,
+        dest: Path,
+        progress: ProgressCallback | None = None,
+        sources: tuple[str, ...] = ("gateway", "IPFS API"),
+    ) -> Download:
         """Saves the content of ``cid`` to ``dest`` after verifying it; raises ``ContentMismatch`` or
-        ``IpfsError`` when no source delivers the right bytes."""
+        ``IpfsError`` when none of ``sources`` (tried in order) delivers the right bytes."""
         parse_cid(cid)  # refuse an unverifiable CID before any request
-        sources: list[tuple[str, Callable[[], requests.Response]]] = [
-            (
-                "gateway",
-                lambda: self.session.get(gateway_url(self.gateway, cid), stream=True, timeout=self.timeout),
+        openers: dict[str, Callable[[], requests.Response]] = {
+            "gateway": lambda: self.session.get(
+                gateway_url(self.gateway, cid), stream=True, timeout=self.timeout
             ),
-            (
-                "IPFS API",
-                lambda: self.session.post(
-                    f"{self.api_url}/api/v0/cat", params={"arg": cid}, stream=True, timeout=self.timeout
-                ),
+            "IPFS API": lambda: self.session.post(
+                f"{self.api_url}/api/v0/cat", params={"arg": cid}, stream=True, timeout=self.timeout
             ),
-        ]
+        }
+        sources_to_try = [(name, openers[name]) for name in sources]
         errors: list[str] = []
         mismatch: ContentMismatch | None = None
-        for name, opener in sources:
+        for name, opener in sources_to_try:
             try:
                 size = self._fetch_verified(name, opener, cid, dest, progress)
                 return Download(dest, size, name)

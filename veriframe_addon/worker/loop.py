@@ -124,13 +124,18 @@ class Worker:
         self._note_verification(worker)
         self._publish(last_error=None)
 
-    def run(self, max_jobs: int | None = None) -> int:
-        """Polls and processes jobs until stopped or ``max_jobs`` were taken; returns jobs completed."""
+    def run(self, max_jobs: int | None = None, stop_after_job: threading.Event | None = None) -> int:
+        """Polls and processes jobs until stopped or ``max_jobs`` were taken; returns jobs completed.
+
+        ``self.stop`` ends the run at once (a running render is killed); ``stop_after_job`` lets the
+        current job finish first. Either one also cuts the wait between polls short.
+        """
+        idle = stop_after_job or self.stop
         self.announce()
         log.info("[Worker] Starting job polling loop (interval: %gs)", self.config.poll_interval)
         completed_before = self.status.completed
         consecutive_auth_failures = 0
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not idle.is_set():
             if max_jobs is not None and self._counters.taken >= max_jobs:
                 break
             try:
@@ -152,7 +157,7 @@ class Worker:
                 worked = False
             if not worked:
                 self._publish(state="idle", job_id=None, asset_cid=None, progress=None)
-                self.stop.wait(self.config.poll_interval)
+                idle.wait(self.config.poll_interval)
         self._publish(state="stopped", job_id=None, asset_cid=None, progress=None)
         return self.status.completed - completed_before
 

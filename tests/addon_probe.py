@@ -1,0 +1,220 @@
+"""Drives the add-on inside the ``bpy`` module for the tests; prints one JSON result line.
+
+    python tests/addon_probe.py SCENARIO [ARGS as JSON]
+
+Each scenario runs in its own process because Blender's state is per process. The bpy module runs in
+background mode, where no window exists and panels cannot be drawn by Blender itself; ``RecordingLayout``
+stands in for ``UILayout`` there and checks every call and keyword against ``UILayout``'s real RNA
+definition, so a misspelt method, argument or icon still fails. (The real GUI is checked separately,
+under Xvfb with a Blender binary.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import bpy
+
+# Importing bpy puts Blender's own modules on the path; addon_utils is one of them.
+addon_utils = importlib.import_module("addon_utils")
+
+ADDON = "veriframe_addon"
+
+
+class RecordingLayout:
+    """Records UI calls after checking them against ``bpy.types.UILayout``'s RNA functions."""
+
+    functions = bpy.types.UILayout.bl_rna.functions
+    properties = bpy.types.UILayout.bl_rna.properties
+    icons = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
+
+    def __init__(self, calls: list[tuple[str, dict[str, Any]]]) -> None:
+        object.__setattr__(self, "calls", calls)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in self.properties:
+            raise AttributeError(f"UILayout has no property {name!r}")
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.functions:
+            raise AttributeError(f"UILayout has no function {name!r}")
+        params = self.functions[name].parameters
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for key, value in kwargs.items():
+                if key not in params:
+                    raise TypeError(f"UILayout.{name}() has no keyword {key!r}")
+                if key == "icon" and value not in self.icons:
+                    raise ValueError(f"unknown icon {value!r}")
+            self.calls.append((name, kwargs))
+            if name == "operator":
+                op = args[0] if args else kwargs["operator"]
+                return OperatorProps(op)
+            return RecordingLayout(self.calls)
+
+        return call
+
+
+class OperatorProps:
+    def __init__(self, idname: str) -> None:
+        module, name = idname.split(".")
+        rna = getattr(getattr(bpy.ops, module), name).get_rna_type()
+        object.__setattr__(self, "rna", rna)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in self.rna.properties:
+            raise AttributeError(f"{self.rna.identifier} has no property {name!r}")
+
+
+def draw_panel() -> list[tuple[str, dict[str, Any]]]:
+    calls: list[tuple[str, dict[str, Any]]] = []
+    bpy.types.VIEW3D_PT_veriframe.draw(SimpleNamespace(layout=RecordingLayout(calls)), bpy.context)
+    return calls
+
+
+def labels(calls: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    return [kw.get("text", "") for name, kw in calls if name == "label"]
+
+
+def scenario_register_cycle(_: dict) -> dict:
+    result: dict[str, Any] = {}
+    for round_ in range(2):
+        addon_utils.enable(ADDON, default_set=True, handle_error=None)
+        result[f"registered_{round_}"] = {
+            "panel": hasattr(bpy.types, "VIEW3D_PT_veriframe"),
+            "ops": [hasattr(bpy.ops.veriframe, op) for op in ("start", "stop", "check_setup", "monitor")],
+            "start_poll": bpy.ops.veriframe.start.poll(),
+            "stop_poll": bpy.ops.veriframe.stop.poll(),
+            "prefs": bpy.context.preferences.addons[ADDON].preferences.poll_interval,
+            "handlers": [h.__name__ for h in bpy.app.handlers.load_post],
+        }
+        addon_utils.disable(ADDON, default_set=True, handle_error=None)
+        result[f"unregistered_{round_}"] = {
+            "panel": hasattr(bpy.types, "VIEW3D_PT_veriframe"),
+            "handlers": [h.__name__ for h in bpy.app.handlers.load_post],
+        }
+    return result
+
+
+def scenario_draw_states(args: dict) -> dict:
+    from veriframe_addon import operators
+    from veriframe_addon.worker.loop import WorkerStatus
+    from veriframe_addon.worker.runner import BackgroundWorker, LogLine
+    from veriframe_addon.worker.setup_check import CheckResult
+
+    addon_utils.enable(ADDON, default_set=True, handle_error=None)
+    drawn: dict[str, list[str]] = {"no worker": labels(draw_panel())}
+    config = operators.SESSION.build_config({}, "ENV", Path("/nonexistent"), environ=args["env"])
+    worker = BackgroundWorker(config)  # never started: the panel only reads its status and log
+    operators.SESSION.worker = worker
+    png = Path(args["png"])
+    for state in (
+        "signing-in",
+        "polling",
+        "idle",
+        "claiming",
+        "downloading",
+        "rendering",
+        "uploading",
+        "reporting",
+        "stopped",
+    ):
+        worker.status = WorkerStatus(
+            state=state,
+            job_id="6f0c-job",
+            asset_cid="QmAsset",
+            progress=0.42,
+            completed=3,
+            failed=1,
+            reward_total=10**15,
+            verified=state != "idle",
+            last_error="POST /jobs/x/assign: backend unreachable at http://b (boom)",
+            last_render=png,
+        )
+        worker.log_lines.append(LogLine("INFO", f"12:00:00 [Worker] state {state}"))
+        drawn[state] = labels(draw_panel())
+    operators.SESSION.checks = [
+        CheckResult("Backend", True, "reachable", 0.1),
+        CheckResult("IPFS gateway", False, "HTTP 404", 0.2),
+    ]
+    drawn["checks"] = labels(draw_panel())
+    prefs_calls: list = []
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    for source in ("ENV", "FILE", "SESSION"):
+        prefs.key_source = source
+        type(prefs).draw(
+            SimpleNamespace(
+                layout=RecordingLayout(prefs_calls),
+                key_source=source,
+                **{k: getattr(prefs, k) for k in ("backend_url",)},
+            ),
+            bpy.context,
+        )
+    operators.SESSION.worker = None
+    addon_utils.disable(ADDON, default_set=True, handle_error=None)
+    return {"drawn": drawn, "prefs_calls": len(prefs_calls)}
+
+
+def scenario_run_job(args: dict) -> dict:
+    """Start from the operator, drive the monitor's tick as Blender's timer would, until one job is done."""
+    from veriframe_addon import operators
+
+    os.environ.update(args["env"])
+    addon_utils.enable(ADDON, default_set=True, handle_error=None)
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.backend_url = args["env"]["BACKEND_API_URL"]
+    prefs.wallet_address = args["env"]["WORKER_ADDRESS"]
+    prefs.key_source = "SESSION"
+    operators.SESSION.session_key = args["key"]
+    os.environ.pop("WORKER_PRIVATE_KEY", None)
+    assert bpy.ops.veriframe.start() == {"FINISHED"}
+
+    ticks, draws, states = [], [], []
+    deadline = time.monotonic() + args.get("timeout", 300)
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        operators.monitor_tick()
+        ticks.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        draw_panel()
+        draws.append(time.perf_counter() - started)
+        status = operators.SESSION.worker.status
+        if not states or states[-1] != status.state:
+            states.append(status.state)
+        if status.completed >= 1:
+            break
+        time.sleep(operators.TIMER_STEP)
+    bpy.ops.veriframe.stop(now=False)
+    operators.SESSION.worker.join(60)
+    operators.monitor_tick()
+    log_text = [line.text for line in operators.SESSION.worker.log_lines]
+    prefs_path = Path(bpy.utils.resource_path("USER")) / "config" / "userpref.blend"
+    bpy.ops.wm.save_userpref()
+    addon_utils.disable(ADDON, default_set=True, handle_error=None)
+    return {
+        "completed": operators.SESSION.worker.status.completed,
+        "states": states,
+        "ticks": len(ticks),
+        "tick_max_ms": max(ticks) * 1000,
+        "draw_max_ms": max(draws) * 1000,
+        "log": log_text,
+        "userpref": str(prefs_path) if prefs_path.exists() else None,
+        "running_after_disable": operators.SESSION.worker_running,
+    }
+
+
+if __name__ == "__main__":
+    name = sys.argv[1]
+    scenario_args = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    output = globals()[f"scenario_{name.replace('-', '_')}"](scenario_args)
+    print("@@RESULT " + json.dumps(output, default=str), flush=True)
+    os._exit(0)  # skip the bpy module's exit-time cleanup, which can hang

@@ -1,0 +1,87 @@
+"""The Blender layer, driven inside the ``bpy`` module (Blender 4.5) in a child process per scenario."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from devnet.process import ROOT, Devnet
+
+from .conftest import worker_env
+
+PROBE = Path(__file__).resolve().parent / "addon_probe.py"
+
+
+def _probe(scenario: str, args: dict | None = None, env: dict | None = None, timeout: float = 300) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(PROBE), scenario, json.dumps(args or {})],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("@@RESULT ")]
+    assert lines, f"probe {scenario} gave no result:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return json.loads(lines[-1][len("@@RESULT ") :])
+
+
+def test_registers_and_unregisters_cleanly_twice() -> None:
+    result = _probe("register-cycle")
+    for round_ in (0, 1):
+        registered = result[f"registered_{round_}"]
+        assert registered["panel"] and all(registered["ops"])
+        assert registered["start_poll"] and not registered["stop_poll"]
+        assert registered["prefs"] == 10.0
+        assert "_after_file_load" in registered["handlers"]
+        unregistered = result[f"unregistered_{round_}"]
+        assert not unregistered["panel"] and "_after_file_load" not in unregistered["handlers"]
+
+
+def test_panel_draws_every_state(tmp_path: Path) -> None:
+    png = tmp_path / "thumb.png"
+    Image.new("RGB", (32, 24), "red").save(png)
+    env = {
+        "BACKEND_API_URL": "http://127.0.0.1:9/api/v1",
+        "WORKER_ADDRESS": "0x1",
+        "WORKER_PRIVATE_KEY": "0x2",
+    }
+    drawn = _probe("draw-states", {"env": env, "png": str(png)})["drawn"]
+    assert drawn["no worker"] == ["Stopped"]
+    assert drawn["downloading"][0] == "Downloading 42%" and drawn["rendering"][0] == "Rendering 42%"
+    for state in ("signing-in", "polling", "claiming", "uploading", "reporting"):
+        assert drawn[state][0] == state.replace("-", " ").capitalize()
+        assert "Job 6f0c-job" in drawn[state] and "Done 3" in drawn[state]
+    assert any("Not verified yet" in text for text in drawn["idle"])
+    assert any("Cannot reach the VeriFrame backend" in text for text in drawn["polling"])
+    assert any("Backend: reachable" in text for text in drawn["checks"])
+    assert any("IPFS gateway: HTTP 404" in text for text in drawn["checks"])
+
+
+def test_start_operator_runs_a_job_and_the_key_stays_out_of_userprefs(
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
+) -> None:
+    """The whole GUI path minus the window: operator -> thread -> queue -> timer tick -> panel."""
+    job_id = devnet.cli("submit", str(sample_blend)).strip()
+    env = worker_env(devnet, tmp_path / "worker")
+    key = env.pop("WORKER_PRIVATE_KEY")
+    user = tmp_path / "blender-user"
+    probe_env = {**env, "BLENDER_USER_RESOURCES": str(user), "BLENDER_USER_CONFIG": str(user / "config")}
+    result = _probe("run-job", {"env": env, "key": key}, env=probe_env)
+
+    assert result["completed"] == 1
+    assert {"downloading", "rendering"} <= set(result["states"]) or "rendering" in result["states"]
+    assert any(f"Successfully completed job {job_id}" in line for line in result["log"])
+    print(
+        f"timer tick: max {result['tick_max_ms']:.2f} ms over {result['ticks']} ticks; "
+        f"panel draw max {result['draw_max_ms']:.2f} ms"
+    )
+    assert not result["running_after_disable"]
+    userpref = Path(result["userpref"])
+    data = userpref.read_bytes()
+    assert env["WORKER_ADDRESS"].encode() in data  # the preferences were saved...
+    assert key.encode() not in data and key[2:].encode() not in data  # ...without the key

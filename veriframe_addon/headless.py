@@ -1,0 +1,91 @@
+"""Headless entries inside a Blender binary: ``blender -c veriframe`` and ``blender -b --addons ...``.
+
+Background Blender has no event loop, hence no timers: the worker runs in the foreground on the main
+thread until SIGINT/SIGTERM (or ``--max-jobs``). It only ever starts when asked for by name, so a plain
+``blender -b scene.blend -f 1`` with the add-on enabled renders that scene and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import bpy
+
+from .operators import SESSION
+from .preferences import PACKAGE, get_preferences, key_file_path, preference_values
+from .worker.config import WorkerConfig, parse_env_file
+from .worker.service import argument_parser, serve
+
+# Arguments that give background Blender a job of its own: the worker must not take over then.
+OTHER_WORK_ARGS = {
+    "-f",
+    "--render-frame",
+    "-a",
+    "--render-anim",
+    "-P",
+    "--python",
+    "--python-expr",
+    "--python-text",
+    "--python-console",
+    "-c",
+    "--command",
+}
+
+
+def _config(env_file: Path | None) -> WorkerConfig:
+    """Preferences where set (an installed extension has them), the environment and .env for the rest."""
+    prefs = get_preferences()
+    values = preference_values(prefs)
+    environ = dict(os.environ)
+    if env_file is not None:
+        environ = {**parse_env_file(env_file), **environ}
+    if not values.get("blender_path") and not environ.get("BLENDER_PATH") and bpy.app.binary_path:
+        values["blender_path"] = bpy.app.binary_path
+    key_source = prefs.key_source if prefs is not None else "ENV"
+    return SESSION.build_config(values, key_source, key_file_path(), environ=environ)
+
+
+def cli_command(argv: list[str]) -> int:
+    """``blender -c veriframe [--max-jobs N] [--env-file F]``."""
+    return serve(argument_parser("blender -c veriframe").parse_args(argv), make_config=_config)
+
+
+def requested_by_addons_arg(argv: list[str]) -> bool:
+    """True for ``blender -b --addons <this add-on>`` with nothing else for Blender to do."""
+    if not bpy.app.background:
+        return False
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    named = False
+    for index, arg in enumerate(own):
+        if arg == "--addons" and index + 1 < len(own):
+            modules = own[index + 1].split(",")
+            named = named or any(
+                m == PACKAGE or m.endswith("." + PACKAGE.rsplit(".", 1)[-1]) for m in modules
+            )
+    return named and not any(arg in OTHER_WORK_ARGS for arg in own)
+
+
+def run_from_addons_arg() -> None:
+    """Runs the worker until stopped, then lets Blender exit with the worker's exit code."""
+    code = serve(argument_parser("blender -b --addons veriframe_addon").parse_args([]), make_config=_config)
+    sys.stdout.flush()
+    if code:
+        sys.exit(code)
+
+
+_cli_handle = None
+
+
+def register() -> None:
+    global _cli_handle
+    if hasattr(bpy.utils, "register_cli_command"):  # Blender 4.2+
+        _cli_handle = bpy.utils.register_cli_command("veriframe", cli_command)
+
+
+def unregister() -> None:
+    global _cli_handle
+    if _cli_handle is not None:
+        bpy.utils.unregister_cli_command(_cli_handle)
+        _cli_handle = None

@@ -1,0 +1,229 @@
+"""Operators: start/stop the worker, check the setup, handle the key, and the timer that drains news.
+
+None of these does network, disk or subprocess work on Blender's main thread: they hand it to threads
+(``session``) and the modal ``monitor`` operator only drains queues and asks for a redraw, 10 times a
+second, so Blender's UI never waits on the worker.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bpy
+
+from .preferences import get_preferences, key_file_path, preference_values
+from .session import ExtensionSession, write_key_file
+from .worker.config import WorkerConfig
+from .worker.errors import ConfigError
+
+SESSION = ExtensionSession()
+TIMER_STEP = 0.1
+_previews: bpy.utils.previews.ImagePreviewCollection | None = None  # type: ignore[name-defined]
+
+
+def build_config(context: bpy.types.Context) -> WorkerConfig:
+    prefs = get_preferences(context)
+    values = preference_values(prefs)
+    if not values.get("blender_path") and not os.environ.get("BLENDER_PATH") and bpy.app.binary_path:
+        values["blender_path"] = bpy.app.binary_path  # default: render with the Blender that is running
+    key_source = prefs.key_source if prefs is not None else "ENV"
+    return SESSION.build_config(values, key_source, key_file_path())
+
+
+def render_preview_icon(path: Path | None) -> int:
+    """Icon id of the last render's thumbnail (loaded on the main thread, once per new file)."""
+    global _previews
+    if path is None or not path.is_file():
+        return 0
+    if _previews is None:
+        import bpy.utils.previews
+
+        _previews = bpy.utils.previews.new()
+    key = f"{path}:{path.stat().st_mtime_ns}"
+    if key not in _previews:
+        _previews.clear()
+        _previews.load(key, str(path), "IMAGE")
+    return _previews[key].icon_id
+
+
+def free_previews() -> None:
+    global _previews
+    if _previews is not None:
+        bpy.utils.previews.remove(_previews)
+        _previews = None
+
+
+def tag_redraw() -> None:
+    wm = bpy.context.window_manager
+    for window in wm.windows if wm else []:
+        for area in window.screen.areas:
+            if area.type in {"VIEW_3D", "PREFERENCES"}:
+                area.tag_redraw()
+
+
+def monitor_tick() -> None:
+    """One timer tick: drain the queues and redraw if anything changed. Kept to microseconds."""
+    if SESSION.drain():
+        tag_redraw()
+
+
+def ensure_monitor() -> None:
+    """Starts the modal timer if none runs (after Start, Check setup, or a File > Open)."""
+    if VERIFRAME_OT_monitor.running or bpy.app.background:
+        return
+    wm = bpy.context.window_manager
+    window = bpy.context.window or (wm.windows[0] if wm and wm.windows else None)
+    if window is None:
+        return
+    with bpy.context.temp_override(window=window):
+        bpy.ops.veriframe.monitor("INVOKE_DEFAULT")
+
+
+class VERIFRAME_OT_monitor(bpy.types.Operator):
+    """Drains the worker's news into the panel (runs while the worker or a check is busy)"""
+
+    bl_idname = "veriframe.monitor"
+    bl_label = "VeriFrame Monitor"
+    bl_options = {"INTERNAL"}
+
+    running = False
+    _timer = None
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if VERIFRAME_OT_monitor.running:
+            return {"CANCELLED"}
+        VERIFRAME_OT_monitor.running = True
+        self._timer = context.window_manager.event_timer_add(TIMER_STEP, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type != "TIMER" or event.timer != self._timer:
+            return {"PASS_THROUGH"}
+        monitor_tick()
+        if not SESSION.busy:
+            self._finish(context)
+            return {"FINISHED"}
+        return {"PASS_THROUGH"}
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        self._finish(context)
+
+    def _finish(self, context: bpy.types.Context) -> None:
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        VERIFRAME_OT_monitor.running = False
+
+
+class VERIFRAME_OT_start(bpy.types.Operator):
+    """Start rendering VeriFrame jobs on this machine"""
+
+    bl_idname = "veriframe.start"
+    bl_label = "Start"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not SESSION.worker_running
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            config = build_config(context)
+        except ConfigError as exc:
+            self.report({"ERROR"}, f"VeriFrame setting {exc}")
+            return {"CANCELLED"}
+        SESSION.start_worker(config)
+        ensure_monitor()
+        return {"FINISHED"}
+
+
+class VERIFRAME_OT_stop(bpy.types.Operator):
+    """Stop the worker: after the current job, or now (a running render is killed)"""
+
+    bl_idname = "veriframe.stop"
+    bl_label = "Stop"
+
+    now: bpy.props.BoolProperty(name="Now", default=False, options={"SKIP_SAVE"})  # type: ignore[valid-type]
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return SESSION.worker_running
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        SESSION.stop_worker(now=self.now)
+        return {"FINISHED"}
+
+
+class VERIFRAME_OT_check_setup(bpy.types.Operator):
+    """Test the backend, IPFS API and gateway, the wallet key and the render Blender"""
+
+    bl_idname = "veriframe.check_setup"
+    bl_label = "Check setup"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return not SESSION.checks_running
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            config = build_config(context)
+        except ConfigError as exc:
+            self.report({"ERROR"}, f"VeriFrame setting {exc}")
+            return {"CANCELLED"}
+        SESSION.start_checks(config)
+        ensure_monitor()
+        return {"FINISHED"}
+
+
+class _KeyEntry:
+    key: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Private key", subtype="PASSWORD", options={"SKIP_SAVE", "HIDDEN"}
+    )
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        return context.window_manager.invoke_props_dialog(self)
+
+    def draw(self, context: bpy.types.Context) -> None:
+        self.layout.prop(self, "key")
+
+
+class VERIFRAME_OT_enter_session_key(_KeyEntry, bpy.types.Operator):
+    """Type the wallet's private key; it is kept in memory until Blender quits, never saved"""
+
+    bl_idname = "veriframe.enter_session_key"
+    bl_label = "Enter key for this session"
+    bl_options = {"INTERNAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        SESSION.session_key = self.key.strip() or None
+        self.key = ""
+        return {"FINISHED"}
+
+
+class VERIFRAME_OT_save_key_file(_KeyEntry, bpy.types.Operator):
+    """Save the wallet's private key in a file only you can read, in the extension's user folder"""
+
+    bl_idname = "veriframe.save_key_file"
+    bl_label = "Save key to file"
+    bl_options = {"INTERNAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if not self.key.strip():
+            self.report({"ERROR"}, "No key entered")
+            return {"CANCELLED"}
+        path = key_file_path()
+        write_key_file(path, self.key)
+        self.key = ""
+        self.report({"INFO"}, f"Key saved to {path} (readable by you only)")
+        return {"FINISHED"}
+
+
+CLASSES = (
+    VERIFRAME_OT_monitor,
+    VERIFRAME_OT_start,
+    VERIFRAME_OT_stop,
+    VERIFRAME_OT_check_setup,
+    VERIFRAME_OT_enter_session_key,
+    VERIFRAME_OT_save_key_file,
+)

@@ -1,0 +1,120 @@
+"""Add-on preferences: where the backend and IPFS are, which wallet, which Blender renders.
+
+Saved in userpref.blend as plain bytes, so the private key is NOT a preference: the operator picks where
+it comes from (environment, a 0600 key file in the extension's user folder, or typed for this session).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+
+from .session import KEY_FILE_NAME, PREF_TO_ENV
+
+PACKAGE = __package__ or "veriframe_addon"
+
+
+def key_file_path() -> Path:
+    """The key file in the extension's own user folder (legacy add-ons: Blender's config folder)."""
+    try:
+        folder = bpy.utils.extension_path_user(PACKAGE, create=True)
+    except (ValueError, AttributeError, RuntimeError):  # not installed as an extension
+        folder = bpy.utils.user_resource("CONFIG", path="veriframe_addon", create=True)
+    return Path(folder) / KEY_FILE_NAME
+
+
+def get_preferences(context: bpy.types.Context | None = None) -> VeriFramePreferences | None:
+    addon = (context or bpy.context).preferences.addons.get(PACKAGE)
+    return addon.preferences if addon is not None else None  # type: ignore[return-value]
+
+
+def preference_values(prefs: VeriFramePreferences | None) -> dict[str, object]:
+    if prefs is None:
+        return {}
+    return {name: getattr(prefs, name) for name in PREF_TO_ENV}
+
+
+class VeriFramePreferences(bpy.types.AddonPreferences):
+    bl_idname = PACKAGE
+
+    backend_url: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Backend URL",
+        description="VeriFrame backend API base, e.g. https://host/api/v1 (empty: "
+        "BACKEND_API_URL from the environment)",
+        default="",
+    )
+    wallet_address: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Wallet address", description="Your StarkNet account address (empty: WORKER_ADDRESS)", default=""
+    )
+    key_source: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Private key",
+        description="Where the wallet's private key comes from; it is never stored in the preferences",
+        items=[
+            ("ENV", "Environment", "WORKER_PRIVATE_KEY from the environment Blender was started with"),
+            ("FILE", "Key file", "A file only you can read (0600) in the extension's user folder"),
+            ("SESSION", "This session only", "Typed in now, kept in memory until Blender quits"),
+        ],
+        default="ENV",
+    )
+    ipfs_api: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="IPFS API",
+        description="Multiaddr or URL of the IPFS RPC API (empty: IPFS_API or /ip4/127.0.0.1/tcp/5001)",
+        default="",
+    )
+    ipfs_gateway: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="IPFS gateway",
+        description="Path gateway for downloads (empty: IPFS_GATEWAY or http://127.0.0.1:8080/ipfs)",
+        default="",
+    )
+    blender_path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Render Blender",
+        description="Blender executable for renders (empty: this Blender)",
+        subtype="FILE_PATH",
+        default="",
+    )
+    poll_interval: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Poll interval",
+        description="Seconds between job polls",
+        default=10.0,
+        min=1.0,
+        max=3600.0,
+        unit="TIME_ABSOLUTE",
+    )
+    render_timeout: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Render timeout",
+        description="Seconds before a render is stopped",
+        default=300.0,
+        min=10.0,
+        max=86400.0,
+        unit="TIME_ABSOLUTE",
+    )
+    data_dir: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Data folder",
+        description="Journal and job folders (empty: VERIFRAME_DATA_DIR or the per-user data folder)",
+        subtype="DIR_PATH",
+        default="",
+    )
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        col = layout.column(heading="Network")
+        col.prop(self, "backend_url")
+        col.prop(self, "ipfs_api")
+        col.prop(self, "ipfs_gateway")
+        col = layout.column(heading="Wallet")
+        col.prop(self, "wallet_address")
+        col.prop(self, "key_source")
+        if self.key_source == "FILE":
+            row = col.row()
+            row.label(text=str(key_file_path()))
+            row.operator("veriframe.save_key_file", text="Save key to file", icon="LOCKED")
+        elif self.key_source == "SESSION":
+            col.operator("veriframe.enter_session_key", text="Enter key for this session", icon="KEY_HLT")
+        col = layout.column(heading="Rendering")
+        col.prop(self, "blender_path")
+        col.prop(self, "poll_interval")
+        col.prop(self, "render_timeout")
+        col.prop(self, "data_dir")
+        layout.operator("veriframe.check_setup", icon="CHECKMARK")

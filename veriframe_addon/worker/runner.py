@@ -1,0 +1,123 @@
+"""Running a ``Worker`` in a background thread and handing its news to whoever drives the UI.
+
+Blender's data may only be touched from the main thread, so the worker thread never calls back into
+the UI: it puts status snapshots and log lines into a queue, and the UI's timer drains that queue on
+the main thread. Everything here is plain Python, so the hand-off is tested without Blender.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .config import WorkerConfig
+from .errors import WorkerError
+from .loop import Worker, WorkerStatus
+
+log = logging.getLogger("veriframe.worker")
+
+LOG_LINES_KEPT = 200
+
+
+@dataclass(frozen=True)
+class LogLine:
+    level: str
+    text: str
+
+
+class _QueueLogHandler(logging.Handler):
+    """Copies the worker's log records into the UI queue (formatting happens here, in the thread)."""
+
+    def __init__(self, sink: Callable[[LogLine], None]) -> None:
+        super().__init__(logging.INFO)
+        self.sink = sink
+        self.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink(LogLine(record.levelname, self.format(record)))
+        except Exception:  # a log handler must never take the worker down
+            self.handleError(record)
+
+
+class BackgroundWorker:
+    """One worker thread plus the queue the UI drains; ``drain()`` is the only call the UI makes per tick."""
+
+    def __init__(self, config: WorkerConfig, *, max_jobs: int | None = None) -> None:
+        self.config = config
+        self.max_jobs = max_jobs
+        self.stop_now = threading.Event()  # kills a running render
+        self.stop_after_job = threading.Event()  # finishes the current job first
+        self.events: queue.SimpleQueue[WorkerStatus | LogLine] = queue.SimpleQueue()
+        self.status = WorkerStatus()
+        self.log_lines: deque[LogLine] = deque(maxlen=LOG_LINES_KEPT)
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._handler = _QueueLogHandler(self.events.put)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.stop_now.clear()
+        self.stop_after_job.clear()
+        logging.getLogger("veriframe.worker").addHandler(self._handler)
+        logging.getLogger("veriframe.worker").setLevel(logging.INFO)
+        self._thread = threading.Thread(target=self._run, name="veriframe-worker", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            worker = Worker(self.config, stop=self.stop_now, on_status=self.events.put)
+            worker.run(max_jobs=self.max_jobs, stop_after_job=self.stop_after_job)
+        except WorkerError as exc:
+            self.error = str(exc)
+            log.error("[Worker] Stopped: %s", exc)
+        except Exception as exc:  # report, don't vanish: the operator only sees the panel
+            self.error = f"unexpected {type(exc).__name__}: {exc}"
+            log.exception("[Worker] Stopped by an unexpected error")
+        finally:
+            self.events.put(
+                WorkerStatus(
+                    state="stopped",
+                    last_error=self.error,
+                    completed=self.status.completed,
+                    failed=self.status.failed,
+                    reward_total=self.status.reward_total,
+                    last_render=self.status.last_render,
+                )
+            )
+            logging.getLogger("veriframe.worker").removeHandler(self._handler)
+
+    def request_stop(self, *, now: bool) -> None:
+        """``now``: kill the render and stop; otherwise finish the current job, then stop."""
+        self.stop_after_job.set()
+        if now:
+            self.stop_now.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.running
+
+    def drain(self, limit: int = 500) -> bool:
+        """Moves queued news into ``status``/``log_lines``; True if anything changed (the UI redraws)."""
+        changed = False
+        for _ in range(limit):
+            try:
+                item = self.events.get_nowait()
+            except queue.Empty:
+                break
+            changed = True
+            if isinstance(item, LogLine):
+                self.log_lines.append(item)
+            else:
+                self.status = item
+        return changed

@@ -1,0 +1,109 @@
+""" "Check setup": proves each outside piece the worker needs works, and names the one that does not.
+
+Each check does the real thing on a small scale: the backend answers ``/health``; the IPFS API stores a
+fixed probe and the gateway serves it back with the right CID; the key signs a real challenge and the
+backend accepts it; the render Blender starts and reports its version. The same checks back the panel's
+button and, later, a ``doctor`` command.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from .api import BackendClient
+from .auth import AuthSession, StarkSigner
+from .cid import cid_of_bytes
+from .config import WorkerConfig
+from .errors import WorkerError
+from .ipfs import IpfsClient
+from .render import blender_version, find_blender
+from .retry import RetryPolicy
+from .transport import JsonTransport
+
+log = logging.getLogger("veriframe.worker")
+
+PROBE = b"VeriFrame Worker setup check\n"
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    message: str
+    seconds: float
+
+
+def _backend(config: WorkerConfig) -> str:
+    parts = urlsplit(config.backend_url)
+    health = urlunsplit((parts.scheme, parts.netloc, "/health", "", ""))
+    response = requests.get(health, timeout=10)
+    if response.status_code != 200:
+        raise WorkerError(f"{health} answered HTTP {response.status_code}")
+    return f"reachable at {config.backend_url}"
+
+
+def _ipfs_api(config: WorkerConfig, client: IpfsClient, folder: Path) -> str:
+    probe = folder / "probe.txt"
+    probe.write_bytes(PROBE)
+    cid = client.upload(probe)  # also checks the node's CID against our own computation
+    return f"stored the probe at {config.ipfs_api_url} ({cid})"
+
+
+def _ipfs_gateway(config: WorkerConfig, client: IpfsClient, folder: Path) -> str:
+    probe_cid = str(cid_of_bytes(PROBE))
+    # The gateway alone, so a gateway problem is not hidden by the API fallback.
+    client.download(probe_cid, folder / "back.txt", sources=("gateway",))
+    return f"served the probe back, verified, from {config.ipfs_gateway_url}"
+
+
+def _key(config: WorkerConfig) -> str:
+    transport = JsonTransport(config.backend_url, policy=NO_RETRY, timeout=15)
+    auth = AuthSession(transport, config.worker_address, StarkSigner(config.private_key))
+    worker = auth.sign_in()
+    verified = BackendClient(transport, auth).me().get("verified", worker.get("verified"))
+    note = "" if verified else " (not verified yet: the backend offers no jobs until an admin verifies it)"
+    return f"signed a challenge as {config.worker_address}{note}"
+
+
+def _blender(config: WorkerConfig) -> str:
+    return blender_version(find_blender(config.blender_path))
+
+
+def run_checks(
+    config: WorkerConfig, on_result: Callable[[CheckResult], None] | None = None
+) -> list[CheckResult]:
+    """Runs every check (none depends on another passing) and returns their results in order."""
+    results: list[CheckResult] = []
+
+    def record(name: str, ok: bool, message: str, started: float) -> None:
+        result = CheckResult(name, ok, message, time.monotonic() - started)
+        results.append(result)
+        (log.info if ok else log.error)("[Check] %s: %s %s", name, "OK" if ok else "FAILED", message)
+        if on_result is not None:
+            on_result(result)
+
+    for name, check in (("Backend", _backend), ("Wallet key", _key), ("Render Blender", _blender)):
+        started = time.monotonic()
+        try:
+            record(name, True, check(config), started)
+        except (WorkerError, requests.RequestException, OSError) as exc:
+            record(name, False, str(exc), started)
+
+    client = IpfsClient(config.ipfs_api_url, config.ipfs_gateway_url, policy=NO_RETRY, timeout=15)
+    with tempfile.TemporaryDirectory(prefix="veriframe-check-") as tmp:
+        for name, ipfs_check in (("IPFS API", _ipfs_api), ("IPFS gateway", _ipfs_gateway)):
+            started = time.monotonic()
+            try:
+                record(name, True, ipfs_check(config, client, Path(tmp)), started)
+            except (WorkerError, requests.RequestException, OSError) as exc:
+                record(name, False, str(exc), started)
+    return results
