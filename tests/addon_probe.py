@@ -212,6 +212,45 @@ def scenario_run_job(args: dict) -> dict:
     }
 
 
+def _render_children(data_dir: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"render_child.py" in cmdline and data_dir.encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def scenario_disable_while_rendering(args: dict) -> dict:
+    """Disabling the add-on mid-render must stop the thread and kill the render child."""
+    from veriframe_addon import operators
+
+    os.environ.update(args["env"])
+    addon_utils.enable(ADDON, default_set=True, handle_error=None)
+    assert bpy.ops.veriframe.start() == {"FINISHED"}
+    deadline = time.monotonic() + 120
+    children: list[int] = []
+    while time.monotonic() < deadline and not children:
+        operators.monitor_tick()
+        if operators.SESSION.worker.status.state == "rendering":
+            children = _render_children(args["env"]["VERIFRAME_DATA_DIR"])
+        time.sleep(0.05)
+    worker = operators.SESSION.worker
+    started = time.monotonic()
+    addon_utils.disable(ADDON, default_set=True, handle_error=None)
+    return {
+        "children_while_rendering": children,
+        "disable_seconds": time.monotonic() - started,
+        "thread_alive": worker.running,
+        "children_after": _render_children(args["env"]["VERIFRAME_DATA_DIR"]),
+        "completed": worker.status.completed,
+    }
+
+
 if __name__ == "__main__":
     name = sys.argv[1]
     scenario_args = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}

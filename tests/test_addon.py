@@ -85,3 +85,20 @@ def test_start_operator_runs_a_job_and_the_key_stays_out_of_userprefs(
     data = userpref.read_bytes()
     assert env["WORKER_ADDRESS"].encode() in data  # the preferences were saved...
     assert key.encode() not in data and key[2:].encode() not in data  # ...without the key
+
+
+def test_disabling_the_addon_mid_render_stops_the_worker_and_kills_blender(
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
+) -> None:
+    job_id = devnet.cli("submit", str(sample_blend), "--settings", '{"samples": 256}').strip()
+    env = worker_env(devnet, tmp_path / "worker")
+    result = _probe("disable-while-rendering", {"env": env})
+    assert result["children_while_rendering"], "the render child was never seen"
+    assert not result["thread_alive"] and result["children_after"] == []
+    assert result["completed"] == 0
+    journal = (
+        json.loads((tmp_path / "worker" / "completed_jobs.json").read_text())
+        if (tmp_path / "worker" / "completed_jobs.json").exists()
+        else {"completed_jobs": []}
+    )
+    assert job_id not in journal["completed_jobs"]
