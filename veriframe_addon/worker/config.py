@@ -120,7 +120,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         get("RENDER_TIMEOUT"), "RENDER_TIMEOUT", DEFAULT_RENDER_TIMEOUT, minimum=1
     )
     data_dir_text = get("VERIFRAME_DATA_DIR")
-    data_dir = Path(data_dir_text).expanduser() if data_dir_text else default_data_dir()
+    data_dir = (Path(data_dir_text).expanduser() if data_dir_text else default_data_dir()).absolute()
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError("VERIFRAME_DATA_DIR", f"{data_dir} exists and is not a folder")
 

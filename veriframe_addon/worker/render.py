@@ -174,6 +174,8 @@ class BlenderRenderer:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> RenderResult:
+        # The child runs with the job folder as its cwd: every path it gets must be absolute.
+        blend, job_dir = blend.resolve(), job_dir.resolve()
         out_dir = job_dir / "render"
         out_dir.mkdir(parents=True, exist_ok=True)
         output = out_dir / "render0001.png"
