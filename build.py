@@ -3,6 +3,8 @@
 
     python3 build.py test [PYTEST ARGS]   # install what the tests need into .venv, then run pytest
     python3 build.py demo                 # same set-up, then a real job end to end on a local network
+    python3 build.py build                # the extension: one zip per platform in dist/
+    python3 build.py lock                 # re-pin the vendored wheels in wheels/lock.json
 
 The set-up is idempotent: apt packages are installed only when missing (as root, on Debian/Ubuntu), and
 ``.venv`` is re-synced only when ``requirements-dev.txt`` or the test Blender pin changed.
@@ -105,7 +107,14 @@ def set_up() -> Path:
 
 def cmd_test(extra: list[str]) -> int:
     python = set_up()
-    code = subprocess.run([str(python), "-m", "pytest", *extra], cwd=ROOT).returncode
+    from buildtools.blender_binary import ensure_blender
+
+    # Only for the tests that need a real binary: BLENDER_PATH stays unset, the rest use the bpy module.
+    env = dict(os.environ)
+    blender = ensure_blender(ROOT)
+    if blender is not None:
+        env["VERIFRAME_TEST_BLENDER"] = str(blender)
+    code = subprocess.run([str(python), "-m", "pytest", *extra], cwd=ROOT, env=env).returncode
     if code == PYTEST_NO_TESTS:
         log.error("pytest collected no tests: that is a failure, not a pass")
         return 1
@@ -117,12 +126,38 @@ def cmd_demo(extra: list[str]) -> int:
     return subprocess.run([str(python), "-m", "devnet.demo", *extra], cwd=ROOT).returncode
 
 
+def cmd_build(extra: list[str]) -> int:
+    """Packages the extension from wheels/lock.json; needs the venv for Blender's builder (bpy wheel)."""
+    python = set_up()
+    from buildtools import packaging
+
+    try:
+        packaging.build_extension(python, VENV, blender=os.environ.get("BLENDER_PATH") or None)
+    except packaging.PackagingError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+def cmd_lock(extra: list[str]) -> int:
+    """Re-pins the vendored wheels (VENDORED in buildtools/packaging.py) and the manifest's wheel list."""
+    python = set_up()
+    from buildtools import packaging
+
+    try:
+        packaging.update_lock(python)
+    except packaging.PackagingError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="[build] %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["test", "demo"])
+    parser.add_argument("command", choices=["test", "demo", "build", "lock"])
     args, extra = parser.parse_known_args()
-    commands = {"test": cmd_test, "demo": cmd_demo}
+    commands = {"test": cmd_test, "demo": cmd_demo, "build": cmd_build, "lock": cmd_lock}
     try:
         return commands[args.command](extra)
     except subprocess.CalledProcessError as exc:

@@ -98,3 +98,26 @@ def run_worker_until(env: dict[str, str], marker: str, count: int, timeout: floa
     process.send_signal(signal.SIGTERM)
     rest, _ = process.communicate(timeout=60)
     return WorkerRun(process.returncode, "".join(lines) + rest, Path(env["VERIFRAME_DATA_DIR"]))
+
+
+@pytest.fixture(scope="session")
+def blender_binary() -> Path:
+    """A real Blender executable (>= 4.2) for tests the ``bpy`` module cannot stand in for.
+
+    ``python3 build.py test`` finds or provisions one and passes it as ``VERIFRAME_TEST_BLENDER``; run
+    directly, pytest looks on ``BLENDER_PATH``/``PATH`` and for an earlier provisioning in ``.cache``.
+    """
+    from buildtools.blender_binary import find_blender, provisioned_blender
+
+    given = os.environ.get("VERIFRAME_TEST_BLENDER")
+    if given:
+        if not os.access(given, os.X_OK):
+            pytest.skip(f"no Blender binary: VERIFRAME_TEST_BLENDER={given} is not an executable file")
+        return Path(given)
+    found = find_blender() or provisioned_blender(ROOT / ".cache")
+    if found is None:
+        pytest.skip(
+            "no Blender binary: VERIFRAME_TEST_BLENDER is unset, there is no Blender >= 4.2 on BLENDER_PATH "
+            "or PATH, and none provisioned (python3 build.py test does that as root on Debian)"
+        )
+    return found
