@@ -67,8 +67,19 @@ def requested_by_addons_arg(argv: list[str]) -> bool:
     return named and not any(arg in OTHER_WORK_ARGS for arg in own)
 
 
+_served = False
+
+
 def run_from_addons_arg() -> None:
-    """Runs the worker until stopped, then lets Blender exit with the worker's exit code."""
+    """Runs the worker until stopped, then lets Blender exit with the worker's exit code.
+
+    Once per process: an extension enabled in the preferences *and* named by ``--addons`` is registered
+    twice during start-up, and a stopped worker must not start again.
+    """
+    global _served
+    if _served:
+        return
+    _served = True
     code = serve(argument_parser("blender -b --addons veriframe_addon").parse_args([]), make_config=_config)
     sys.stdout.flush()
     if code:

@@ -30,9 +30,13 @@ def get_preferences(context: bpy.types.Context | None = None) -> VeriFramePrefer
 
 
 def preference_values(prefs: VeriFramePreferences | None) -> dict[str, object]:
+    """The settings the operator changed; untouched defaults leave the environment's value in force."""
     if prefs is None:
         return {}
-    return {name: getattr(prefs, name) for name in PREF_TO_ENV}
+    properties = prefs.bl_rna.properties
+    return {
+        name: getattr(prefs, name) for name in PREF_TO_ENV if getattr(prefs, name) != properties[name].default
+    }
 
 
 class VeriFramePreferences(bpy.types.AddonPreferences):

@@ -81,7 +81,7 @@ class Worker:
         self.backend = BackendClient(transport, self.auth)
         self.ipfs = IpfsClient(config.ipfs_api_url, config.ipfs_gateway_url, stop=self.stop)
         self.blender = find_blender(config.blender_path)
-        self.renderer = BlenderRenderer(self.blender, config.render_timeout)
+        self.renderer = BlenderRenderer(self.blender, config.render_timeout, config.data_dir / "shader-cache")
         self._counters = _RunCounters()
         self._last_verified_check = 0.0
         self._blender_version = "unknown"

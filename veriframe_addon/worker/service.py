@@ -69,7 +69,8 @@ def serve(args: argparse.Namespace, make_config: Callable[[Path | None], WorkerC
         return EXIT_BLENDER
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            if handler is not None:  # None: a handler installed from C (Blender's own), not restorable here
+                signal.signal(sig, handler)
     log.info(
         "[Worker] Stopped after completing %d job(s) (%d failed in this session)",
         completed,

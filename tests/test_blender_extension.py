@@ -1,0 +1,191 @@
+"""The built extension in a real Blender binary: validate, install, and run the worker headless.
+
+Each test installs into its own ``BLENDER_USER_RESOURCES``, so nothing touches the operator's Blender.
+The worker inside Blender signs with the vendored starknet-py wheels (Blender installs them from the zip).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import requests
+
+from devnet.process import ROOT, Devnet
+
+from .conftest import worker_env
+
+
+def _linux_zip() -> Path:
+    zips = sorted((ROOT / "dist").glob("veriframe_addon-*-linux_x64.zip"))
+    if not zips:
+        subprocess.run(
+            ["python3", "build.py", "build"], cwd=ROOT, check=True, capture_output=True, timeout=900
+        )
+        zips = sorted((ROOT / "dist").glob("veriframe_addon-*-linux_x64.zip"))
+    return zips[-1]
+
+
+@pytest.fixture(scope="module")
+def linux_zip() -> Path:
+    return _linux_zip()
+
+
+def _blender(
+    blender: Path, *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run([str(blender), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _isolated(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    user = tmp_path / "blender-user"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BLENDER_", "WORKER_", "VERIFRAME_"))}
+    env.update({"BLENDER_USER_RESOURCES": str(user)})
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def installed(blender_binary: Path, linux_zip: Path, tmp_path: Path) -> dict[str, str]:
+    """The zip installed and enabled, as a user does through Preferences, into a throwaway user folder."""
+    env = _isolated(tmp_path)
+    done = _blender(
+        blender_binary, "-c", "extension", "install-file", "-r", "user_default", "-e", str(linux_zip), env=env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return env
+
+
+def test_blenders_validator_accepts_the_zip(blender_binary: Path, linux_zip: Path, tmp_path: Path) -> None:
+    done = _blender(blender_binary, "-c", "extension", "validate", str(linux_zip), env=_isolated(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    with zipfile.ZipFile(linux_zip) as zf:
+        names = zf.namelist()
+    assert "blender_manifest.toml" in names and "worker/loop.py" in names
+    assert not any(n.startswith(("devnet/", "tests/")) for n in names)
+
+
+def _keys_in_argv(secret: str) -> list[str]:
+    hits = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if secret.encode() in cmdline or secret[2:].encode() in cmdline:
+                hits.append(cmdline.decode(errors="replace"))
+    return hits
+
+
+def _run_until_completed(
+    argv: list[str], env: dict[str, str], job_id: str, stop: bool, log_file: Path
+) -> tuple[int, str, list]:
+    """Runs Blender until the job is reported complete (then SIGTERM if ``stop``); watches every argv."""
+    seen_key: list[str] = []
+    with log_file.open("w") as log:
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 400
+        while process.poll() is None and time.monotonic() < deadline:
+            seen_key.extend(_keys_in_argv(env["WORKER_PRIVATE_KEY"]))
+            if f"Successfully completed job {job_id}" in log_file.read_text(errors="replace"):
+                break
+            time.sleep(0.2)
+        if stop and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode, log_file.read_text(errors="replace"), seen_key
+
+
+def test_extension_runs_headless_with_addons_argument(
+    blender_binary: Path, installed: dict[str, str], devnet: Devnet, sample_blend: Path, tmp_path: Path
+) -> None:
+    job_id = devnet.cli("submit", str(sample_blend)).strip()
+    env = {**installed, **worker_env(devnet, tmp_path / "worker")}
+    env.pop("BLENDER_PATH", None)
+    code, output, argv_hits = _run_until_completed(
+        [str(blender_binary), "-b", "--addons", "bl_ext.user_default.veriframe_addon"],
+        env,
+        job_id,
+        stop=True,
+        log_file=tmp_path / "blender.log",
+    )
+    assert f"✓ Successfully completed job {job_id}" in output, output[-3000:]
+    assert "SIGTERM received" in output and code == 0, output[-2000:]
+    assert "Blender found: Blender 4." in output
+    assert requests.get(f"{devnet.backend_url}/jobs/{job_id}", timeout=10).json()["status"] == "completed"
+    assert argv_hits == [] and env["WORKER_PRIVATE_KEY"] not in output
+
+
+def test_cli_command_takes_max_jobs(
+    blender_binary: Path, installed: dict[str, str], devnet: Devnet, sample_blend: Path, tmp_path: Path
+) -> None:
+    job_id = devnet.cli("submit", str(sample_blend)).strip()
+    env = {**installed, **worker_env(devnet, tmp_path / "worker")}
+    env.pop("BLENDER_PATH", None)
+    code, output, argv_hits = _run_until_completed(
+        [str(blender_binary), "-c", "veriframe", "--max-jobs", "1"],
+        env,
+        job_id,
+        stop=False,
+        log_file=tmp_path / "blender.log",
+    )
+    assert code == 0, output[-3000:]
+    assert f"✓ Successfully completed job {job_id}" in output
+    assert argv_hits == []
+    userpref = Path(installed["BLENDER_USER_RESOURCES"]) / "config" / "userpref.blend"
+    assert not userpref.exists() or env["WORKER_PRIVATE_KEY"].encode() not in userpref.read_bytes()
+
+
+def test_plain_render_is_never_taken_over(
+    blender_binary: Path, installed: dict[str, str], devnet: Devnet, sample_blend: Path, tmp_path: Path
+) -> None:
+    """With the extension enabled, ``blender -b scene.blend -f 1`` renders that scene and nothing else."""
+    job_id = devnet.cli("submit", str(sample_blend)).strip()
+    env = {**installed, **worker_env(devnet, tmp_path / "worker")}
+    out = tmp_path / "frame_"
+    done = _blender(blender_binary, "-b", str(sample_blend), "-o", str(out), "-f", "1", env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (tmp_path / "frame_0001.png").exists()
+    assert "[Worker]" not in done.stdout + done.stderr
+    assert requests.get(f"{devnet.backend_url}/jobs/{job_id}", timeout=10).json()["status"] == "open"
+
+
+def test_legacy_addon_install_runs_headless(
+    blender_binary: Path, linux_zip: Path, devnet: Devnet, sample_blend: Path, tmp_path: Path
+) -> None:
+    """The same package as a legacy add-on in scripts/addons, its dependencies in scripts/modules."""
+    scripts = tmp_path / "scripts"
+    (scripts / "addons").mkdir(parents=True)
+    modules = scripts / "modules"
+    with zipfile.ZipFile(linux_zip) as zf:
+        zf.extractall(scripts / "addons" / "veriframe_addon")
+    python_tag = "cp313"  # Debian's Blender runs Python 3.13
+    for wheel in (scripts / "addons" / "veriframe_addon" / "wheels").glob("*.whl"):
+        if "-none-any" in wheel.name or python_tag in wheel.name or "abi3" in wheel.name:
+            with zipfile.ZipFile(wheel) as zf:
+                zf.extractall(modules)
+    job_id = devnet.cli("submit", str(sample_blend)).strip()
+    env = {
+        **_isolated(tmp_path, {"BLENDER_USER_SCRIPTS": str(scripts)}),
+        **worker_env(devnet, tmp_path / "w"),
+    }
+    env.pop("BLENDER_PATH", None)
+    code, output, _ = _run_until_completed(
+        [str(blender_binary), "-b", "--addons", "veriframe_addon"],
+        env,
+        job_id,
+        stop=True,
+        log_file=tmp_path / "blender.log",
+    )
+    assert f"✓ Successfully completed job {job_id}" in output, output[-3000:]
+    assert code == 0
