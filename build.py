@@ -5,9 +5,12 @@
     python3 build.py demo                 # same set-up, then a real job end to end on a local network
     python3 build.py build                # the extension: one zip per platform in dist/
     python3 build.py lock                 # re-pin the vendored wheels in wheels/lock.json
+    python3 build.py bench [--blender B]  # speed as ratios against bare Blender, measured in one run
 
 The set-up is idempotent: apt packages are installed only when missing (as root, on Debian/Ubuntu), and
 ``.venv`` is re-synced only when ``requirements-dev.txt`` or the test Blender pin changed.
+``test`` also sets up the bpy 4.2 and 5.0 venvs of the add-on's smoke run (buildtools/bpy_matrix.py),
+about 1.2 GB each.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ def set_up() -> Path:
 
 def cmd_test(extra: list[str]) -> int:
     python = set_up()
+    from buildtools import bpy_matrix
     from buildtools.blender_binary import ensure_blender
 
     # Only for the tests that need a real binary: BLENDER_PATH stays unset, the rest use the bpy module.
@@ -114,6 +118,8 @@ def cmd_test(extra: list[str]) -> int:
     blender = ensure_blender(ROOT)
     if blender is not None:
         env["VERIFRAME_TEST_BLENDER"] = str(blender)
+    # The add-on's smoke run under bpy 4.2 and 5.0 (tests/test_addon_matrix.py); failures skip, logged.
+    env.update(bpy_matrix.matrix_environment(ROOT))
     code = subprocess.run([str(python), "-m", "pytest", *extra], cwd=ROOT, env=env).returncode
     if code == PYTEST_NO_TESTS:
         log.error("pytest collected no tests: that is a failure, not a pass")
@@ -124,6 +130,12 @@ def cmd_test(extra: list[str]) -> int:
 def cmd_demo(extra: list[str]) -> int:
     python = set_up()
     return subprocess.run([str(python), "-m", "devnet.demo", *extra], cwd=ROOT).returncode
+
+
+def cmd_bench(extra: list[str]) -> int:
+    """Speed against bare Blender in one run; see buildtools/bench.py for what each number means."""
+    python = set_up()
+    return subprocess.run([str(python), "-m", "buildtools.bench", *extra], cwd=ROOT).returncode
 
 
 def cmd_build(extra: list[str]) -> int:
@@ -155,9 +167,9 @@ def cmd_lock(extra: list[str]) -> int:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="[build] %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["test", "demo", "build", "lock"])
+    parser.add_argument("command", choices=["test", "demo", "build", "lock", "bench"])
     args, extra = parser.parse_known_args()
-    commands = {"test": cmd_test, "demo": cmd_demo, "build": cmd_build, "lock": cmd_lock}
+    commands = {"test": cmd_test, "demo": cmd_demo, "build": cmd_build, "lock": cmd_lock, "bench": cmd_bench}
     try:
         return commands[args.command](extra)
     except subprocess.CalledProcessError as exc:

@@ -1,0 +1,285 @@
+"""``python3 build.py bench``: the worker's speed, as ratios against bare Blender measured in the same run.
+
+Runs in the project's venv (it needs ``bpy``, the devnet and the worker). Each number is printed next to
+its target, and the whole report is written to ``.cache/bench/latest.json``:
+
+- overhead: a worker job (claim to completion, download, verify, upload and reports included) over a bare
+  render of the same scene by the same Blender, each the median of ``--jobs`` runs;
+- gap: from one job's completion to the next job's download, median;
+- cold start: the first job of a fresh worker over the second;
+- UI tick: the longest timer tick of the add-on while it runs a job (``tests/addon_probe.py run-job``);
+- RSS growth: the worker's peak memory growth while fetching and verifying a 200 MB asset;
+- verification: ``CidVerifier`` throughput on 200 MB held in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from devnet.process import ROOT, running_devnet
+from veriframe_addon.worker.cid import CidVerifier, UnixfsFileBuilder
+from veriframe_addon.worker.config import load_config
+from veriframe_addon.worker.loop import Worker, WorkerStatus
+
+log = logging.getLogger("bench")
+
+BARE_RENDER = """
+import os, sys, bpy
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1], load_ui=False, use_scripts=False)
+scene = bpy.context.scene
+scene.render.engine = "BLENDER_EEVEE_NEXT" if (4, 2, 0) <= bpy.app.version < (5, 0, 0) else "BLENDER_EEVEE"
+scene.render.image_settings.file_format = "PNG"
+bpy.ops.render.render(write_still=False)
+bpy.data.images["Render Result"].save_render(filepath=sys.argv[2])
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def bare_render_seconds(blend: Path, out: Path, blender: str | None) -> float:
+    """One render of ``blend`` by a fresh Blender, from process start to PNG on disk.
+
+    ``blender``: a binary, run the way a user renders from the command line; None: the bpy module.
+    """
+    if blender:
+        argv = [
+            blender,
+            "-b",
+            "--factory-startup",
+            "--disable-autoexec",
+            str(blend),
+            "-o",
+            str(out.with_suffix("")) + "_#",
+            "-F",
+            "PNG",
+            "-f",
+            "1",
+        ]
+    else:
+        argv = [sys.executable, "-c", BARE_RENDER, str(blend), str(out)]
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+class Timeline:
+    """Timestamps of the worker's status changes (the same stream the Blender panel gets)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, WorkerStatus]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, status: WorkerStatus) -> None:
+        with self.lock:
+            self.events.append((time.perf_counter(), status))
+
+    def job_spans(self) -> list[tuple[float, float]]:
+        """(claim started, completion) per completed job, in order."""
+        spans, claim_at, completed = [], None, 0
+        for at, status in self.events:
+            if status.state == "claiming" and claim_at is None:
+                claim_at = at
+            if status.completed > completed:
+                completed = status.completed
+                if claim_at is not None:
+                    spans.append((claim_at, at))
+                claim_at = None
+        return spans
+
+    def gaps(self) -> list[float]:
+        """From each completion to the next job's download start."""
+        result, done_at, completed = [], None, 0
+        for at, status in self.events:
+            if status.completed > completed:
+                completed, done_at = status.completed, at
+            elif status.state == "downloading" and done_at is not None:
+                result.append(at - done_at)
+                done_at = None
+        return result
+
+
+def worker_runs(blend: Path, jobs: int, work: Path, blender: str | None) -> dict[str, float]:
+    with running_devnet(work / "devnet") as net:
+        for _ in range(jobs):
+            net.cli("submit", str(blend))
+        env = {**net.worker_env(), "VERIFRAME_DATA_DIR": str(work / "worker"), "POLL_INTERVAL": "0.2"}
+        env["BLENDER_PATH"] = blender or ""
+        timeline = Timeline()
+        process_started = time.perf_counter()
+        worker = Worker(load_config(environ={**os.environ, **env}), on_status=timeline)
+        worker.run(max_jobs=jobs)
+    spans = timeline.job_spans()
+    durations = [end - start for start, end in spans]
+    first_from_start = spans[0][1] - process_started
+    return {
+        "job_seconds_median": statistics.median(durations[1:] or durations),
+        "first_job_seconds_from_start": first_from_start,
+        "second_job_seconds": durations[1] if len(durations) > 1 else float("nan"),
+        "gap_ms_median": statistics.median(timeline.gaps()) * 1000 if timeline.gaps() else float("nan"),
+        "jobs_completed": len(spans),
+    }
+
+
+def ui_tick_ms(blend: Path, work: Path) -> float:
+    with running_devnet(work / "devnet-ui") as net:
+        net.cli("submit", str(blend))
+        env = {**net.worker_env(), "VERIFRAME_DATA_DIR": str(work / "worker-ui"), "POLL_INTERVAL": "0.2"}
+        key = env.pop("WORKER_PRIVATE_KEY")
+        user = work / "blender-user"
+        probe_env = {**os.environ, **env, "BLENDER_USER_RESOURCES": str(user)}
+        probe_env.pop("BLENDER_PATH", None)
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "addon_probe.py"),
+                "run-job",
+                json.dumps({"env": env, "key": key}),
+            ],
+            capture_output=True,
+            text=True,
+            env=probe_env,
+            timeout=600,
+            check=True,
+        )
+    result = json.loads(next(ln for ln in done.stdout.splitlines() if ln.startswith("@@RESULT "))[9:])
+    return float(result["tick_max_ms"])
+
+
+def _stream(size: int, path: Path | None = None) -> bytes:
+    """Deterministic pseudo-random bytes (written to ``path`` in pieces when given)."""
+    piece = b"".join(hashlib.sha256(f"bench:{i}".encode()).digest() for i in range(32768))  # 1 MiB
+    if path is None:
+        return (piece * (size // len(piece) + 1))[:size]
+    with path.open("wb") as out:
+        for _ in range(size // len(piece)):
+            out.write(piece)
+    return b""
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rss_growth_mb(size: int, work: Path) -> float:
+    """Growth of this RSS (sampled every 5 ms) while the worker fetches and verifies ``size`` bytes."""
+    asset = work / "big.bin"
+    _stream(size, asset)
+    with running_devnet(work / "devnet-rss") as net:
+        job_id = net.cli("submit", str(asset)).strip()  # added by the devnet CLI, in another process
+        asset.unlink()
+        env = {**os.environ, **net.worker_env(), "VERIFRAME_DATA_DIR": str(work / "worker-rss")}
+        worker = Worker(load_config(environ=env))
+        cid = worker.backend.transport.request("GET", f"/jobs/{job_id}")["full_asset_cid"]
+        baseline = current_rss_mb()
+        peak = [baseline]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.005):
+                peak[0] = max(peak[0], current_rss_mb())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            worker.ipfs.download(cid, work / "downloaded")
+        finally:
+            done.set()
+            sampler.join()
+    return peak[0] - baseline
+
+
+def verification_mb_s(size: int) -> float:
+    data = _stream(size)
+    expected = UnixfsFileBuilder(0)
+    expected.update(data)
+    cid = expected.finish()
+    view = memoryview(data)
+    started = time.perf_counter()
+    verifier = CidVerifier(cid)
+    for offset in range(0, size, 1 << 20):
+        verifier.update(view[offset : offset + (1 << 20)])
+    verifier.verify()
+    return size / (time.perf_counter() - started) / 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=3, help="jobs in the worker run (and bare renders)")
+    parser.add_argument("--asset-mb", type=int, default=200)
+    parser.add_argument("--blender", help="a Blender binary to measure (default: the bpy module)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="[bench] %(message)s")
+    out_dir = ROOT / ".cache" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix="veriframe-bench-") as tmp:
+        work = Path(tmp)
+        blend = work / "scene.blend"
+        subprocess.run(
+            [sys.executable, "-m", "devnet.sample_scene", str(blend), "--size", "160x120", "--samples", "8"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        print("[bench] bare Blender renders ...", flush=True)
+        bare = [bare_render_seconds(blend, work / f"bare{i}.png", args.blender) for i in range(args.jobs)]
+        print("[bench] worker jobs ...", flush=True)
+        runs = worker_runs(blend, args.jobs, work, args.blender)
+        print("[bench] add-on timer ...", flush=True)
+        tick = ui_tick_ms(blend, work)
+        print("[bench] 200 MB asset ...", flush=True)
+        rss = rss_growth_mb(args.asset_mb * 1_000_000, work)
+    verify = verification_mb_s(args.asset_mb * 1_000_000)
+
+    bare_median = statistics.median(bare)
+    rows = [
+        (
+            "overhead ratio (worker job / bare render)",
+            runs["job_seconds_median"] / bare_median,
+            "<= 1.10",
+            runs["job_seconds_median"] / bare_median <= 1.10,
+        ),
+        ("gap between jobs, median ms", runs["gap_ms_median"], "<= 100", runs["gap_ms_median"] <= 100),
+        (
+            "cold start: first job / second job",
+            runs["first_job_seconds_from_start"] / runs["second_job_seconds"],
+            ">= 5",
+            runs["first_job_seconds_from_start"] / runs["second_job_seconds"] >= 5,
+        ),
+        ("UI timer tick, max ms", tick, "<= 5", tick <= 5),
+        (f"RSS growth for a {args.asset_mb} MB asset, MB", rss, "<= 20", rss <= 20),
+        ("CID verification, MB/s", verify, ">= 300", verify >= 300),
+    ]
+    report = {
+        "blender": args.blender or "bpy module",
+        "bare_render_seconds": bare,
+        **runs,
+        "rows": [{"metric": m, "value": v, "target": t, "met": ok} for m, v, t, ok in rows],
+    }
+    (out_dir / "latest.json").write_text(json.dumps(report, indent=2))
+    print(
+        f"\nbare render median {bare_median:.2f} s; worker job median {runs['job_seconds_median']:.2f} s; "
+        f"first job {runs['first_job_seconds_from_start']:.2f} s from worker start"
+    )
+    for metric, value, target, met in rows:
+        print(f"{metric:<46} {value:>9.2f}   target {target:<7} {'met' if met else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
