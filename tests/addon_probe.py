@@ -179,8 +179,13 @@ def scenario_run_job(args: dict) -> dict:
     assert bpy.ops.veriframe.start() == {"FINISHED"}
 
     ticks, draws, states = [], [], []
+    reopened = False
     deadline = time.monotonic() + args.get("timeout", 300)
     while time.monotonic() < deadline:
+        if not reopened and args.get("open_file") and operators.SESSION.worker.status.state == "rendering":
+            # File > Open mid-job: Blender's data is replaced, the worker must carry on.
+            bpy.ops.wm.open_mainfile(filepath=args["open_file"], load_ui=False, use_scripts=False)
+            reopened = bpy.data.filepath == args["open_file"]
         started = time.perf_counter()
         operators.monitor_tick()
         ticks.append(time.perf_counter() - started)
@@ -209,6 +214,7 @@ def scenario_run_job(args: dict) -> dict:
         "log": log_text,
         "userpref": str(prefs_path) if prefs_path.exists() else None,
         "running_after_disable": operators.SESSION.worker_running,
+        "reopened_mid_job": reopened,
     }
 
 
@@ -255,5 +261,6 @@ if __name__ == "__main__":
     name = sys.argv[1]
     scenario_args = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
     output = globals()[f"scenario_{name.replace('-', '_')}"](scenario_args)
+    output["bpy_version"] = list(bpy.app.version)  # which Blender ran it: the version matrix checks this
     print("@@RESULT " + json.dumps(output, default=str), flush=True)
     os._exit(0)  # skip the bpy module's exit-time cleanup, which can hang

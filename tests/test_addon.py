@@ -16,9 +16,16 @@ from .conftest import worker_env
 PROBE = Path(__file__).resolve().parent / "addon_probe.py"
 
 
-def _probe(scenario: str, args: dict | None = None, env: dict | None = None, timeout: float = 300) -> dict:
+def probe(
+    scenario: str,
+    args: dict | None = None,
+    env: dict | None = None,
+    timeout: float = 300,
+    python: str | Path = sys.executable,
+) -> dict:
+    """Runs one ``addon_probe.py`` scenario in ``python`` (another release's bpy venv, for the matrix)."""
     done = subprocess.run(
-        [sys.executable, str(PROBE), scenario, json.dumps(args or {})],
+        [str(python), str(PROBE), scenario, json.dumps(args or {})],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -30,8 +37,7 @@ def _probe(scenario: str, args: dict | None = None, env: dict | None = None, tim
     return json.loads(lines[-1][len("@@RESULT ") :])
 
 
-def test_registers_and_unregisters_cleanly_twice() -> None:
-    result = _probe("register-cycle")
+def assert_register_cycle(result: dict) -> None:
     for round_ in (0, 1):
         registered = result[f"registered_{round_}"]
         assert registered["panel"] and all(registered["ops"])
@@ -42,7 +48,7 @@ def test_registers_and_unregisters_cleanly_twice() -> None:
         assert not unregistered["panel"] and "_after_file_load" not in unregistered["handlers"]
 
 
-def test_panel_draws_every_state(tmp_path: Path) -> None:
+def draw_states_args(tmp_path: Path) -> dict:
     png = tmp_path / "thumb.png"
     Image.new("RGB", (32, 24), "red").save(png)
     env = {
@@ -50,7 +56,10 @@ def test_panel_draws_every_state(tmp_path: Path) -> None:
         "WORKER_ADDRESS": "0x1",
         "WORKER_PRIVATE_KEY": "0x2",
     }
-    drawn = _probe("draw-states", {"env": env, "png": str(png)})["drawn"]
+    return {"env": env, "png": str(png)}
+
+
+def assert_draw_states(drawn: dict[str, list[str]]) -> None:
     assert drawn["no worker"] == ["Stopped"]
     assert drawn["downloading"][0] == "Downloading 42%" and drawn["rendering"][0] == "Rendering 42%"
     for state in ("signing-in", "polling", "claiming", "uploading", "reporting"):
@@ -62,6 +71,14 @@ def test_panel_draws_every_state(tmp_path: Path) -> None:
     assert any("IPFS gateway: HTTP 404" in text for text in drawn["checks"])
 
 
+def test_registers_and_unregisters_cleanly_twice() -> None:
+    assert_register_cycle(probe("register-cycle"))
+
+
+def test_panel_draws_every_state(tmp_path: Path) -> None:
+    assert_draw_states(probe("draw-states", draw_states_args(tmp_path))["drawn"])
+
+
 def test_start_operator_runs_a_job_and_the_key_stays_out_of_userprefs(
     devnet: Devnet, sample_blend: Path, tmp_path: Path
 ) -> None:
@@ -71,11 +88,13 @@ def test_start_operator_runs_a_job_and_the_key_stays_out_of_userprefs(
     key = env.pop("WORKER_PRIVATE_KEY")
     user = tmp_path / "blender-user"
     probe_env = {**env, "BLENDER_USER_RESOURCES": str(user), "BLENDER_USER_CONFIG": str(user / "config")}
-    result = _probe("run-job", {"env": env, "key": key}, env=probe_env)
+    result = probe("run-job", {"env": env, "key": key, "open_file": str(sample_blend)}, env=probe_env)
 
     assert result["completed"] == 1
     assert {"downloading", "rendering"} <= set(result["states"]) or "rendering" in result["states"]
     assert any(f"Successfully completed job {job_id}" in line for line in result["log"])
+    assert result["reopened_mid_job"]  # a file was opened while the job rendered, and the job still completed
+    assert not any(key in line or key[2:] in line for line in result["log"])
     print(
         f"timer tick: max {result['tick_max_ms']:.2f} ms over {result['ticks']} ticks; "
         f"panel draw max {result['draw_max_ms']:.2f} ms"
@@ -92,7 +111,7 @@ def test_disabling_the_addon_mid_render_stops_the_worker_and_kills_blender(
 ) -> None:
     job_id = devnet.cli("submit", str(sample_blend), "--settings", '{"samples": 256}').strip()
     env = worker_env(devnet, tmp_path / "worker")
-    result = _probe("disable-while-rendering", {"env": env})
+    result = probe("disable-while-rendering", {"env": env})
     assert result["children_while_rendering"], "the render child was never seen"
     assert not result["thread_alive"] and result["children_after"] == []
     assert result["completed"] == 0
