@@ -6,6 +6,7 @@ The worker inside Blender signs with the vendored starknet-py wheels (Blender in
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -21,14 +22,12 @@ from devnet.process import ROOT, Devnet
 from .conftest import worker_env
 
 
+@functools.cache
 def _linux_zip() -> Path:
-    zips = sorted((ROOT / "dist").glob("veriframe_addon-*-linux_x64.zip"))
-    if not zips:
-        subprocess.run(
-            ["python3", "build.py", "build"], cwd=ROOT, check=True, capture_output=True, timeout=900
-        )
-        zips = sorted((ROOT / "dist").glob("veriframe_addon-*-linux_x64.zip"))
-    return zips[-1]
+    """The linux-x64 zip, built once per test session from the working tree (a zip left in dist/ by an
+    earlier build could hide a change to the add-on)."""
+    subprocess.run(["python3", "build.py", "build"], cwd=ROOT, check=True, capture_output=True, timeout=900)
+    return sorted((ROOT / "dist").glob("veriframe_addon-*-linux_x64.zip"))[-1]
 
 
 @pytest.fixture(scope="module")

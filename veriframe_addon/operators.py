@@ -7,6 +7,7 @@ second, so Blender's UI never waits on the worker.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .session import ExtensionSession, write_key_file
 from .worker.config import WorkerConfig
 from .worker.errors import ConfigError
 
+log = logging.getLogger("veriframe.addon")
 SESSION = ExtensionSession()
 TIMER_STEP = 0.1
 _previews: bpy.utils.previews.ImagePreviewCollection | None = None  # type: ignore[name-defined]
@@ -99,9 +101,15 @@ class VERIFRAME_OT_monitor(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if event.type != "TIMER" or event.timer != self._timer:
+        # bpy's Event does not say which timer fired (no ``event.timer``): any TIMER is a cheap tick.
+        if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        monitor_tick()
+        try:
+            monitor_tick()
+        except Exception:  # a failing tick must not leave the panel frozen with "running" still set
+            log.exception("VeriFrame panel update failed")
+            self._finish(context)
+            return {"CANCELLED"}
         if not SESSION.busy:
             self._finish(context)
             return {"FINISHED"}

@@ -24,6 +24,19 @@ STATE_ICONS = {
     "reporting": "CHECKMARK",
 }
 LOG_LINES_SHOWN = 8
+WRAP_DEFAULT = 44  # no region to measure (a test drawing the panel in background mode)
+
+
+def _chars_that_fit(context: bpy.types.Context) -> int:
+    """Characters per label line in this sidebar: Blender clips a longer label, hiding an error's middle.
+
+    About 6.5 px a character at UI scale 1, less the box, icon and margins (seen in the real GUI).
+    """
+    region = getattr(context, "region", None)
+    if region is None or region.width <= 1:
+        return WRAP_DEFAULT
+    scale = context.preferences.system.ui_scale if context.preferences else 1.0
+    return max(20, int((region.width / max(scale, 0.1) - 60) / 6.5))
 
 
 def _wrapped(layout: bpy.types.UILayout, text: str, width: int = 44, icon: str = "NONE") -> None:
@@ -48,7 +61,8 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
         worker = SESSION.worker
         status = worker.status if worker is not None else None
 
-        row = layout.row(align=True)
+        # Stacked while running: side by side, a default-width sidebar clips "Stop after current job".
+        row = layout.column(align=True) if SESSION.worker_running else layout.row(align=True)
         if SESSION.worker_running:
             row.operator("veriframe.stop", text="Stop after current job", icon="PAUSE").now = False
             row.operator("veriframe.stop", text="Stop now", icon="CANCEL").now = True
@@ -71,14 +85,16 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
             if status.job_id:
                 box.label(text=f"Job {status.job_id}")
                 box.label(text=f"Asset {status.asset_cid or '-'}")
-            grid = box.grid_flow(columns=3, even_columns=True)
+            grid = box.grid_flow(columns=2, even_columns=True)
             grid.label(text=f"Done {status.completed}")
             grid.label(text=f"Failed {status.failed}")
-            grid.label(text=f"Reward {_wei(status.reward_total)}")
+            box.label(
+                text=f"Reward {_wei(status.reward_total)}"
+            )  # a third column clipped it to "Reward 1e..."
 
         message = operator_message(status.last_error if status is not None else None)
         if message:
-            _wrapped(layout.box(), message, icon="ERROR")
+            _wrapped(layout.box(), message, _chars_that_fit(context), icon="ERROR")
 
         icon = render_preview_icon(status.last_render if status is not None else None)
         if icon:
@@ -91,14 +107,18 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
             checks.label(text="Setup check" + (" (running)" if SESSION.checks_running else ""))
             for result in SESSION.checks:
                 _wrapped(
-                    checks, f"{result.name}: {result.message}", icon="CHECKMARK" if result.ok else "CANCEL"
+                    checks,
+                    f"{result.name}: {result.message}",
+                    _chars_that_fit(context),
+                    icon="CHECKMARK" if result.ok else "CANCEL",
                 )
 
         if worker is not None and worker.log_lines:
             logs = layout.box()
             logs.label(text="Recent log")
             for line in list(worker.log_lines)[-LOG_LINES_SHOWN:]:
-                logs.label(text=line.text[:90], icon="ERROR" if line.level in {"ERROR", "WARNING"} else "DOT")
+                text = line.text.replace("[Worker] ", "", 1)[:90]  # every line has it; the room is scarce
+                logs.label(text=text, icon="ERROR" if line.level in {"ERROR", "WARNING"} else "DOT")
 
 
 CLASSES = (VIEW3D_PT_veriframe,)

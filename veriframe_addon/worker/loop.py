@@ -165,7 +165,7 @@ class Worker:
     def poll_once(self) -> bool:
         """Looks for a job and processes the first one it can claim; True if a job was taken."""
         self._publish(state="polling")
-        log.info("[Worker] [%s] Polling for jobs...", time.strftime("%H:%M:%S"))
+        log.info("[Worker] Polling for jobs...")
         jobs = self.backend.available_jobs()
         log.info("[Worker] Found %d available jobs", len(jobs))
         if not jobs:
