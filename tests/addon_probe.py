@@ -27,6 +27,8 @@ import bpy
 # Importing bpy puts Blender's own modules on the path; addon_utils is one of them.
 addon_utils = importlib.import_module("addon_utils")
 
+from tests.processes import render_children  # noqa: E402
+
 ADDON = "veriframe_addon"
 
 
@@ -218,19 +220,6 @@ def scenario_run_job(args: dict) -> dict:
     }
 
 
-def _render_children(data_dir: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"render_child.py" in cmdline and data_dir.encode() in cmdline:
-                found.append(int(entry.name))
-    return found
-
-
 def scenario_disable_while_rendering(args: dict) -> dict:
     """Disabling the add-on mid-render must stop the thread and kill the render child."""
     from veriframe_addon import operators
@@ -243,7 +232,7 @@ def scenario_disable_while_rendering(args: dict) -> dict:
     while time.monotonic() < deadline and not children:
         operators.monitor_tick()
         if operators.SESSION.worker.status.state == "rendering":
-            children = _render_children(args["env"]["VERIFRAME_DATA_DIR"])
+            children = render_children(args["env"]["VERIFRAME_DATA_DIR"])
         time.sleep(0.05)
     worker = operators.SESSION.worker
     started = time.monotonic()
@@ -252,7 +241,7 @@ def scenario_disable_while_rendering(args: dict) -> dict:
         "children_while_rendering": children,
         "disable_seconds": time.monotonic() - started,
         "thread_alive": worker.running,
-        "children_after": _render_children(args["env"]["VERIFRAME_DATA_DIR"]),
+        "children_after": render_children(args["env"]["VERIFRAME_DATA_DIR"]),
         "completed": worker.status.completed,
     }
 

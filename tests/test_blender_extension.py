@@ -20,6 +20,7 @@ import requests
 from devnet.process import ROOT, Devnet
 
 from .conftest import worker_env
+from .processes import pids_with
 
 
 @functools.cache
@@ -69,19 +70,6 @@ def test_blenders_validator_accepts_the_zip(blender_binary: Path, linux_zip: Pat
     assert not any(n.startswith(("devnet/", "tests/")) for n in names)
 
 
-def _keys_in_argv(secret: str) -> list[str]:
-    hits = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if secret.encode() in cmdline or secret[2:].encode() in cmdline:
-                hits.append(cmdline.decode(errors="replace"))
-    return hits
-
-
 def _run_until_completed(
     argv: list[str], env: dict[str, str], job_id: str, stop: bool, log_file: Path
 ) -> tuple[int, str, list]:
@@ -91,7 +79,8 @@ def _run_until_completed(
         process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 400
         while process.poll() is None and time.monotonic() < deadline:
-            seen_key.extend(_keys_in_argv(env["WORKER_PRIVATE_KEY"]))
+            secret = env["WORKER_PRIVATE_KEY"]
+            seen_key.extend(str(pid) for pid in pids_with(secret) + pids_with(secret[2:]))
             if f"Successfully completed job {job_id}" in log_file.read_text(errors="replace"):
                 break
             time.sleep(0.2)

@@ -36,6 +36,7 @@ from PIL import Image, ImageChops, ImageStat
 from devnet.process import ROOT, Devnet
 
 from .conftest import worker_env
+from .processes import render_children
 from .test_blender_extension import _isolated, _linux_zip
 
 log = logging.getLogger("tests.gui")
@@ -143,17 +144,10 @@ def _install_extension(blender: Path, tmp_path: Path) -> dict[str, str]:
 
 def _kill_render_children(data_dir: Path) -> None:
     """A Blender killed mid-job leaves its ``blender -b`` render child; this test's children only."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"render_child.py" in cmdline and str(data_dir).encode() in cmdline:
-            log.warning("killing leftover render child %s", entry.name)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
+    for pid in render_children(data_dir):
+        log.warning("killing leftover render child %s", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _assert_not_blank(path: Path) -> None:

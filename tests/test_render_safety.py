@@ -20,6 +20,8 @@ from veriframe_addon.worker.errors import RenderCancelled, RenderError, RenderTi
 from veriframe_addon.worker.job_settings import RenderSettings
 from veriframe_addon.worker.render import BlenderRenderer, find_blender
 
+from .processes import pids_with
+
 HOSTILE = Path(__file__).resolve().parent / "hostile_scenes.py"
 
 
@@ -31,19 +33,6 @@ def _make(kind: str, *paths: Path) -> None:
         capture_output=True,
         timeout=120,
     )
-
-
-def _children_running(spec: Path) -> list[int]:
-    """PIDs of processes whose command line names this job's render spec (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if str(spec).encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +97,7 @@ def test_render_past_the_timeout_is_killed_with_its_process_group(sample_blend: 
     with pytest.raises(RenderTimeout, match="RENDER_TIMEOUT"):
         renderer.render(sample_blend, job_dir, RenderSettings(samples=64))
     assert time.monotonic() - started < 15
-    assert _children_running(job_dir / "render_spec.json") == []
+    assert pids_with(str(job_dir / "render_spec.json")) == []
 
 
 def test_stop_now_kills_a_running_render(sample_blend: Path, tmp_path: Path) -> None:
@@ -119,7 +108,7 @@ def test_stop_now_kills_a_running_render(sample_blend: Path, tmp_path: Path) -> 
     renderer = BlenderRenderer(find_blender(None), timeout=240)
     with pytest.raises(RenderCancelled):
         renderer.render(sample_blend, job_dir, RenderSettings(samples=64), cancel=cancel)
-    assert _children_running(job_dir / "render_spec.json") == []
+    assert pids_with(str(job_dir / "render_spec.json")) == []
 
 
 def test_render_child_never_sees_the_private_key(
@@ -133,7 +122,7 @@ def test_render_child_never_sees_the_private_key(
     seen: list[bytes] = []
 
     def snoop(_: float) -> None:
-        for pid in _children_running(job_dir / "render_spec.json"):
+        for pid in pids_with(str(job_dir / "render_spec.json")):
             with contextlib.suppress(OSError):
                 seen.append(
                     Path(f"/proc/{pid}/environ").read_bytes() + Path(f"/proc/{pid}/cmdline").read_bytes()

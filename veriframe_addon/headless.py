@@ -13,8 +13,8 @@ from pathlib import Path
 
 import bpy
 
-from .operators import SESSION
-from .preferences import PACKAGE, get_preferences, key_file_path, preference_values
+from .operators import build_config
+from .preferences import PACKAGE
 from .worker.config import WorkerConfig, parse_env_file
 from .worker.service import argument_parser, serve
 
@@ -35,16 +35,11 @@ OTHER_WORK_ARGS = {
 
 
 def _config(env_file: Path | None) -> WorkerConfig:
-    """Preferences where set (an installed extension has them), the environment and .env for the rest."""
-    prefs = get_preferences()
-    values = preference_values(prefs)
+    """Preferences where changed (an installed extension has them), the environment and .env for the rest."""
     environ = dict(os.environ)
     if env_file is not None:
         environ = {**parse_env_file(env_file), **environ}
-    if not values.get("blender_path") and not environ.get("BLENDER_PATH") and bpy.app.binary_path:
-        values["blender_path"] = bpy.app.binary_path
-    key_source = prefs.key_source if prefs is not None else "ENV"
-    return SESSION.build_config(values, key_source, key_file_path(), environ=environ)
+    return build_config(environ=environ)
 
 
 def cli_command(argv: list[str]) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import bpy
@@ -24,13 +25,17 @@ TIMER_STEP = 0.1
 _previews: bpy.utils.previews.ImagePreviewCollection | None = None  # type: ignore[name-defined]
 
 
-def build_config(context: bpy.types.Context) -> WorkerConfig:
+def build_config(
+    context: bpy.types.Context | None = None, environ: dict[str, str] | None = None
+) -> WorkerConfig:
+    """The worker's settings here: changed preferences, then ``environ`` (default: this process's)."""
+    environ = dict(os.environ) if environ is None else environ
     prefs = get_preferences(context)
     values = preference_values(prefs)
-    if not values.get("blender_path") and not os.environ.get("BLENDER_PATH") and bpy.app.binary_path:
+    if not values.get("blender_path") and not environ.get("BLENDER_PATH") and bpy.app.binary_path:
         values["blender_path"] = bpy.app.binary_path  # default: render with the Blender that is running
     key_source = prefs.key_source if prefs is not None else "ENV"
-    return SESSION.build_config(values, key_source, key_file_path())
+    return SESSION.build_config(values, key_source, key_file_path(), environ=environ)
 
 
 def render_preview_icon(path: Path | None) -> int:
@@ -125,7 +130,23 @@ class VERIFRAME_OT_monitor(bpy.types.Operator):
         VERIFRAME_OT_monitor.running = False
 
 
-class VERIFRAME_OT_start(bpy.types.Operator):
+class _ThreadLauncher:
+    """Operators that read the settings, hand work to a thread, and let the monitor report on it."""
+
+    launch: Callable[[WorkerConfig], None]  # each subclass starts its own thread
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            config = build_config(context)
+        except ConfigError as exc:
+            self.report({"ERROR"}, f"VeriFrame setting {exc}")  # type: ignore[attr-defined]
+            return {"CANCELLED"}
+        self.launch(config)
+        ensure_monitor()
+        return {"FINISHED"}
+
+
+class VERIFRAME_OT_start(_ThreadLauncher, bpy.types.Operator):
     """Start rendering VeriFrame jobs on this machine"""
 
     bl_idname = "veriframe.start"
@@ -135,15 +156,8 @@ class VERIFRAME_OT_start(bpy.types.Operator):
     def poll(cls, context: bpy.types.Context) -> bool:
         return not SESSION.worker_running
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            config = build_config(context)
-        except ConfigError as exc:
-            self.report({"ERROR"}, f"VeriFrame setting {exc}")
-            return {"CANCELLED"}
+    def launch(self, config: WorkerConfig) -> None:
         SESSION.start_worker(config)
-        ensure_monitor()
-        return {"FINISHED"}
 
 
 class VERIFRAME_OT_stop(bpy.types.Operator):
@@ -163,7 +177,7 @@ class VERIFRAME_OT_stop(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class VERIFRAME_OT_check_setup(bpy.types.Operator):
+class VERIFRAME_OT_check_setup(_ThreadLauncher, bpy.types.Operator):
     """Test the backend, IPFS API and gateway, the wallet key and the render Blender"""
 
     bl_idname = "veriframe.check_setup"
@@ -173,15 +187,8 @@ class VERIFRAME_OT_check_setup(bpy.types.Operator):
     def poll(cls, context: bpy.types.Context) -> bool:
         return not SESSION.checks_running
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            config = build_config(context)
-        except ConfigError as exc:
-            self.report({"ERROR"}, f"VeriFrame setting {exc}")
-            return {"CANCELLED"}
+    def launch(self, config: WorkerConfig) -> None:
         SESSION.start_checks(config)
-        ensure_monitor()
-        return {"FINISHED"}
 
 
 class _KeyEntry:

@@ -1,0 +1,28 @@
+"""Finding this machine's processes by their command line (Linux ``/proc``), for tests that check what
+runs (a render child that must be gone, a secret that must not be on any argv)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def command_lines() -> Iterator[tuple[int, bytes]]:
+    """(pid, NUL-separated argv) of every process still there when read."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                yield int(entry.name), (entry / "cmdline").read_bytes()
+            except OSError:  # it ended while we looked
+                continue
+
+
+def pids_with(*needles: str) -> list[int]:
+    """Processes whose argv contains every one of ``needles``."""
+    wanted = [needle.encode() for needle in needles]
+    return [pid for pid, cmdline in command_lines() if all(n in cmdline for n in wanted)]
+
+
+def render_children(data_dir: str | Path) -> list[int]:
+    """The worker's render children (``render_child.py``) for jobs under ``data_dir``."""
+    return pids_with("render_child.py", str(data_dir))
