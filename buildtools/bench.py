@@ -219,7 +219,7 @@ def verification_mb_s(size: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=3, help="jobs in the worker run (and bare renders)")
+    parser.add_argument("--jobs", type=int, default=5, help="jobs in the worker run (and bare renders)")
     parser.add_argument("--asset-mb", type=int, default=200)
     parser.add_argument("--blender", help="a Blender binary to measure (default: the bpy module)")
     args = parser.parse_args()

@@ -42,7 +42,10 @@ def _reopen(devnet: Devnet, job_id: str) -> None:
 
 def test_worker_completes_a_job_end_to_end(devnet: Devnet, sample_blend: Path, tmp_path: Path) -> None:
     job_id = devnet.cli(
-        "submit", str(sample_blend), "--settings", '{"resolution_percentage": 50, "samples": 1, "gpu": "any"}'
+        "submit",
+        str(sample_blend),
+        "--settings",
+        '{"resolution_percentage": 50, "samples": 1, "frame": 2, "gpu": "any"}',
     ).strip()
     env = worker_env(devnet, tmp_path / "worker")
     run = run_worker(env, "--max-jobs", "1")
@@ -73,6 +76,7 @@ def test_worker_completes_a_job_end_to_end(devnet: Devnet, sample_blend: Path, t
     # Inputs are cleaned up; the render and Blender's log stay for the operator.
     job_dir = run.data_dir / "jobs" / job_id
     assert not (job_dir / "asset.blend").exists() and (job_dir / "render" / "render0001.png").exists()
+    assert '"frame": 2' in (job_dir / "render.log").read_text()  # the job's frame was the one rendered
 
 
 def test_bad_assets_fail_cleanly_and_the_next_job_completes(

@@ -105,7 +105,8 @@ def render(spec: dict[str, Any], reporter: Reporter) -> None:
             scene.cycles.samples = int(samples)
         elif engine.startswith("BLENDER_EEVEE"):
             scene.eevee.taa_render_samples = int(samples)
-    scene.frame_set(int(settings.get("frame", 1)))
+    # The render evaluates the scene at this frame itself; frame_set() would evaluate it once more first.
+    scene.frame_current = int(settings.get("frame", 1))
 
     out_dir = os.path.dirname(spec["output"])
     scene.render.filepath = out_dir + os.sep
