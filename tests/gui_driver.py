@@ -223,6 +223,8 @@ class PanelDriver:
         if self.phase.startswith("shot-"):
             if (self.coord / f"state-{stage.name}.shot").exists():
                 self._event(f"{stage.name} captured")
+                if stage.name == "rendering":
+                    self._reload_mid_job()
                 self.stage_index += 1
                 if self.stage_index == len(STAGES):
                     self._finish()
@@ -232,6 +234,21 @@ class PanelDriver:
                 raise TimeoutError(f"no screenshot of {stage.name} within 120 s")
             return TICK
         raise RuntimeError(f"unknown phase {self.phase}")
+
+    def _reload_mid_job(self) -> None:
+        """File > New (keeping the UI) while the worker renders: Blender ends every modal operator, so the
+        panel only reaches the next state if the add-on's load_post handler re-attaches its timer."""
+        before = self.operators.VERIFRAME_OT_monitor.running
+        window = bpy.context.window_manager.windows[0]
+        with bpy.context.temp_override(window=window):
+            bpy.ops.wm.read_homefile(load_ui=False)
+        self.report["reloaded"] = {
+            "monitor_before": before,
+            "worker_running": self.operators.SESSION.worker_running,
+        }
+        # Informative: whether Blender ended the modal timer (then the add-on's handler re-attaches it).
+        self.report["monitor_right_after_reload"] = self.operators.VERIFRAME_OT_monitor.running
+        self._event(f"file reloaded mid-job (monitor was running: {before})")
 
     def _wait_for(self, stage: Stage, waited: float) -> float:
         drawn = self.last_draw
@@ -270,7 +287,7 @@ def main() -> None:
     # A fresh user folder would otherwise greet us with the splash over the viewport.
     bpy.context.preferences.view.show_splash = False
     driver = PanelDriver(_coord_dir())
-    bpy.app.timers.register(driver.tick, first_interval=1.0)
+    bpy.app.timers.register(driver.tick, first_interval=1.0, persistent=True)  # survives the reload
 
 
 main()

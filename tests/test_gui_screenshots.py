@@ -240,6 +240,9 @@ def test_sidebar_panel_idle_rendering_and_error(blender_binary: Path, devnet: De
         _assert_not_blank(shots[name])
     assert drawn["idle"]["state"] in {"idle", "polling"} and drawn["idle"]["job_id"] is None
     assert drawn["rendering"]["state"] == "rendering" and drawn["rendering"]["job_id"] == jobs["render"]
+    # A file was loaded after the rendering capture; the error capture proves the panel kept updating.
+    assert report["reloaded"] == {"monitor_before": True, "worker_running": True}
+    print(f"monitor still running right after the reload: {report['monitor_right_after_reload']}")
     assert jobs["bad"] in drawn["error"]["last_error"] and "not a .blend file" in drawn["error"]["last_error"]
     assert drawn["error"]["completed"] == 1 and drawn["error"]["failed"] == 1
 

@@ -30,7 +30,7 @@ def _after_file_load(_unused: object = None) -> None:
     from .operators import SESSION, ensure_monitor
 
     if SESSION.busy:
-        bpy.app.timers.register(lambda: ensure_monitor() or None, first_interval=0.2)
+        bpy.app.timers.register(lambda: ensure_monitor() or None, first_interval=0.2, persistent=True)
 
 
 def register() -> None:
