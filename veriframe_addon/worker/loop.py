@@ -15,7 +15,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .api import LOST_RACE_STATUSES, BackendClient, Job
@@ -36,13 +36,15 @@ log = logging.getLogger("veriframe.worker")
 UNVERIFIED_RECHECK_SECONDS = 60.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkerStatus:
-    """What an operator watches; published after every change (the Blender panel draws it)."""
+    """What an operator watches; a new, immutable snapshot after every change (the panel draws it).
 
-    state: str = (
-        "stopped"  # signing-in, polling, claiming, downloading, rendering, uploading, reporting, idle
-    )
+    Frozen, because snapshots cross from the worker thread to Blender's main thread.
+    """
+
+    # stopped, signing-in, polling, idle, claiming, downloading, rendering, uploading, reporting
+    state: str = "stopped"
     job_id: str | None = None
     asset_cid: str | None = None
     progress: float | None = None
@@ -53,12 +55,6 @@ class WorkerStatus:
     last_error: str | None = None
     last_render: Path | None = None
     last_result_cid: str | None = None
-
-
-@dataclass
-class _RunCounters:
-    taken: int = 0
-    skipped_unclaimed: set[str] = field(default_factory=set)
 
 
 class Worker:
@@ -82,7 +78,8 @@ class Worker:
         self.ipfs = IpfsClient(config.ipfs_api_url, config.ipfs_gateway_url, stop=self.stop)
         self.blender = find_blender(config.blender_path)
         self.renderer = BlenderRenderer(self.blender, config.render_timeout, config.data_dir / "shader-cache")
-        self._counters = _RunCounters()
+        self._taken = 0  # jobs claimed in this run (--max-jobs counts these)
+        self._skipped_unclaimed: set[str] = set()  # malformed jobs, logged once
         self._last_verified_check = 0.0
         self._blender_version = "unknown"
 
@@ -136,7 +133,7 @@ class Worker:
         completed_before = self.status.completed
         consecutive_auth_failures = 0
         while not self.stop.is_set() and not idle.is_set():
-            if max_jobs is not None and self._counters.taken >= max_jobs:
+            if max_jobs is not None and self._taken >= max_jobs:
                 break
             try:
                 if not self.auth.signed_in:
@@ -178,7 +175,7 @@ class Worker:
                 continue
             if not self._claim(job):
                 continue
-            self._counters.taken += 1
+            self._taken += 1
             self.process(job, settings)
             return True
         return False
@@ -188,14 +185,14 @@ class Worker:
         if self.journal.is_finished(job.id) or job.id in self.journal.pending_results:
             log.debug("[Worker] Skipping job %s: already in the journal", job.id)
             return None
-        if job.id in self._counters.skipped_unclaimed:
+        if job.id in self._skipped_unclaimed:
             return None
         try:
             parse_cid(job.asset_cid)
             return parse_render_settings(job.required_capabilities)
         except (InvalidCid, JobSettingsError) as exc:
             log.warning("[Worker] Skipping job %s without claiming it: %s", job.id, exc)
-            self._counters.skipped_unclaimed.add(job.id)
+            self._skipped_unclaimed.add(job.id)
             return None
 
     def _claim(self, job: Job) -> bool:
