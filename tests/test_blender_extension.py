@@ -94,20 +94,26 @@ def _run_until_completed(
     return process.returncode, log_file.read_text(errors="replace"), seen_key
 
 
+def _completes_job(
+    argv: list[str], env: dict[str, str], job_id: str, tmp_path: Path
+) -> tuple[int, str, list]:
+    """Runs headless Blender (rendering with itself) until it completed ``job_id``, then SIGTERM."""
+    env.pop("BLENDER_PATH", None)
+    code, output, argv_hits = _run_until_completed(
+        argv, env, job_id, stop=True, log_file=tmp_path / "blender.log"
+    )
+    assert f"✓ Successfully completed job {job_id}" in output, output[-3000:]
+    return code, output, argv_hits
+
+
 def test_extension_runs_headless_with_addons_argument(
     blender_binary: Path, installed: dict[str, str], devnet: Devnet, sample_blend: Path, tmp_path: Path
 ) -> None:
     job_id = devnet.cli("submit", str(sample_blend)).strip()
     env = {**installed, **worker_env(devnet, tmp_path / "worker")}
-    env.pop("BLENDER_PATH", None)
-    code, output, argv_hits = _run_until_completed(
-        [str(blender_binary), "-b", "--addons", "bl_ext.user_default.veriframe_addon"],
-        env,
-        job_id,
-        stop=True,
-        log_file=tmp_path / "blender.log",
+    code, output, argv_hits = _completes_job(
+        [str(blender_binary), "-b", "--addons", "bl_ext.user_default.veriframe_addon"], env, job_id, tmp_path
     )
-    assert f"✓ Successfully completed job {job_id}" in output, output[-3000:]
     assert "SIGTERM received" in output and code == 0, output[-2000:]
     assert "Blender found: Blender 4." in output
     assert requests.get(f"{devnet.backend_url}/jobs/{job_id}", timeout=10).json()["status"] == "completed"
@@ -167,13 +173,7 @@ def test_legacy_addon_install_runs_headless(
         **_isolated(tmp_path, {"BLENDER_USER_SCRIPTS": str(scripts)}),
         **worker_env(devnet, tmp_path / "w"),
     }
-    env.pop("BLENDER_PATH", None)
-    code, output, _ = _run_until_completed(
-        [str(blender_binary), "-b", "--addons", "veriframe_addon"],
-        env,
-        job_id,
-        stop=True,
-        log_file=tmp_path / "blender.log",
+    code, _, _ = _completes_job(
+        [str(blender_binary), "-b", "--addons", "veriframe_addon"], env, job_id, tmp_path
     )
-    assert f"✓ Successfully completed job {job_id}" in output, output[-3000:]
     assert code == 0
