@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from devnet.process import ROOT
-from veriframe_addon.worker.errors import RenderCancelled, RenderError, RenderTimeout
+from veriframe_addon.worker.errors import RenderCancelled, RenderError, RenderTimeout, SceneRejected
 from veriframe_addon.worker.job_settings import RenderSettings
 from veriframe_addon.worker.render import BlenderRenderer, find_blender
 
@@ -66,19 +66,22 @@ def test_the_hostile_scene_really_is_hostile(evil_scene: tuple[Path, Path, Path]
         marker.unlink()
 
 
-def test_worker_render_runs_no_scene_python_and_writes_only_in_its_job_folder(
+def test_worker_render_runs_no_scene_python_and_rejects_the_scene_naming_it(
     evil_scene: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     blend, markers, outside = evil_scene
     job_dir = tmp_path / "job"
     job_dir.mkdir()
     renderer = BlenderRenderer(find_blender(None), timeout=240)
-    result = renderer.render(blend, job_dir, RenderSettings(samples=1))
+    with pytest.raises(SceneRejected) as rejected:
+        renderer.render(blend, job_dir, RenderSettings(samples=1))
 
-    assert result.output.is_file() and result.output.is_relative_to(job_dir)
+    message = str(rejected.value)
+    assert "text block 'autorun.py' is registered to run as Python" in message
+    assert "the driver on Cube.location[0] needs Python" in message
     assert list(markers.iterdir()) == []  # neither the text block nor the driver ran
-    assert list(outside.iterdir()) == []  # the File Output node was muted
-    assert '"muted_file_outputs": 1' in (job_dir / "render.log").read_text()
+    assert list(outside.iterdir()) == []  # nothing was written by the File Output node
+    assert not (job_dir / "render" / "render0001.png").exists()
 
 
 def test_scene_without_camera_fails_with_a_clear_message(tmp_path: Path) -> None:

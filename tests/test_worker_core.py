@@ -901,6 +901,8 @@ def test_child_environment_carries_no_secrets(tmp_path: Path) -> None:
         "BLENDER_USER_RESOURCES",
         "BLENDER_USER_CONFIG",
         "BLENDER_USER_SCRIPTS",
+        "BLENDER_USER_DATAFILES",
+        "BLENDER_USER_EXTENSIONS",
         "PYTHONNOUSERSITE",
         "PYTHONUNBUFFERED",
     }
@@ -908,6 +910,30 @@ def test_child_environment_carries_no_secrets(tmp_path: Path) -> None:
         assert name in ENV_ALLOWLIST or name.startswith(ENV_PREFIX_ALLOWLIST) or name in own, name
     assert env["CUDA_VISIBLE_DEVICES"] == "0"  # the GPU selection does reach Blender
     assert env["MESA_GL_VERSION_OVERRIDE"] == "4.5"
+
+
+@pytest.mark.usefixtures("secret_environment")
+def test_child_environment_drops_what_could_load_code_into_blender(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Variables that would make the render Blender import or run code from elsewhere never reach it."""
+    for name in (
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "BLENDER_SYSTEM_SCRIPTS",
+        "BLENDER_SYSTEM_PYTHON",
+    ):
+        monkeypatch.setenv(name, str(tmp_path / "elsewhere"))
+    cache = tmp_path / "cache"
+    env = child_environment(tmp_path / "jobs" / "job-1", cache)
+    assert not {
+        k for k in env if k.startswith(("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "BLENDER_SYSTEM"))
+    }
+    # All shader caches (Mesa's, NVIDIA's, Blender's own under XDG) share one folder that outlives jobs.
+    assert env["MESA_SHADER_CACHE_DIR"] == str(cache / "mesa")
+    assert env["__GL_SHADER_DISK_CACHE_PATH"] == str(cache / "nvidia")
+    assert env["XDG_CACHE_HOME"] == str(cache)
 
 
 @pytest.mark.usefixtures("secret_environment")
@@ -939,6 +965,7 @@ def test_blender_binary_argv_is_locked_down(tmp_path: Path) -> None:
     assert "-b" in argv
     assert "--factory-startup" in argv
     assert "--disable-autoexec" in argv
+    assert "--offline-mode" in argv  # nothing in the scene may reach the network
     # The file's own scripts must be disabled before Blender opens it, and the spec must follow "--"
     # so Blender hands it to the child script instead of reading it as a file to open.
     assert argv.index("--disable-autoexec") < argv.index(str(blend))
@@ -953,5 +980,6 @@ def test_blender_binary_argv_is_locked_down(tmp_path: Path) -> None:
 def test_bpy_module_argv_runs_the_child_script(tmp_path: Path) -> None:
     spec = tmp_path / "render_spec.json"
     argv = BlenderCommand("/usr/bin/python3", uses_bpy_module=True).argv(tmp_path / "shot.blend", spec)
-    assert argv == ["/usr/bin/python3", str(CHILD_SCRIPT), str(spec)]
+    # -I (isolated): no PYTHON* variables, no user site-packages, no job folder on sys.path.
+    assert argv == ["/usr/bin/python3", "-I", str(CHILD_SCRIPT), str(spec)]
     assert CHILD_SCRIPT.is_file()

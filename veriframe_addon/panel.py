@@ -91,6 +91,12 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
             box.label(
                 text=f"Reward {_wei(status.reward_total)}"
             )  # a third column clipped it to "Reward 1e..."
+            if status.sandbox:
+                sandboxed = status.sandbox.startswith("sandboxed")
+                box.label(
+                    text="Renders sandboxed (bwrap)" if sandboxed else "Renders NOT sandboxed",
+                    icon="LOCKED" if sandboxed else "UNLOCKED",
+                )
 
         message = operator_message(status.last_error if status is not None else None)
         if message:

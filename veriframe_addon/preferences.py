@@ -11,6 +11,12 @@ from pathlib import Path
 import bpy
 
 from .session import KEY_FILE_NAME, PREF_TO_ENV
+from .worker.limits import (
+    DEFAULT_MAX_ASSET_MB,
+    DEFAULT_MAX_OUTPUT_MEGAPIXELS,
+    DEFAULT_MAX_SAMPLES,
+    DEFAULT_MAX_UNPACKED_MB,
+)
 
 PACKAGE = __package__ or "veriframe_addon"
 
@@ -100,6 +106,51 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         default="",
     )
 
+    # Safety: how renders of strangers' scenes are contained. Defaults match the worker's own.
+    render_sandbox: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Sandbox",
+        description="Run each render in an OS sandbox (Linux, bubblewrap): no network, writes only to "
+        "the job folder",
+        items=[
+            ("AUTO", "Where available", "Use bwrap when it works with the render Blender; warn when not"),
+            ("BWRAP", "Required", "Refuse to render without the bwrap sandbox"),
+            ("OFF", "Off", "Never sandbox renders (the scene checks still apply)"),
+        ],
+        default="AUTO",
+    )
+    max_output_megapixels: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Max output (MP)",
+        description="Largest output a job may ask for, in megapixels",
+        default=DEFAULT_MAX_OUTPUT_MEGAPIXELS,
+        min=0.01,
+        max=1000.0,
+    )
+    max_samples: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Max samples",
+        description="Most render samples a job may ask for",
+        default=DEFAULT_MAX_SAMPLES,
+        min=1,
+        max=1_000_000,
+    )
+    max_render_memory_mb: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Max render memory (MB)",
+        description="Memory cap of the render process (0: three quarters of this machine's RAM)",
+        default=0,
+        min=0,
+    )
+    max_asset_mb: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Max download (MB)",
+        description="Largest job file to download",
+        default=DEFAULT_MAX_ASSET_MB,
+        min=1,
+    )
+    max_unpacked_mb: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Max unpacked (MB)",
+        description="Largest size a job's archive may unpack to",
+        default=DEFAULT_MAX_UNPACKED_MB,
+        min=1,
+    )
+
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         layout.use_property_split = True
@@ -121,4 +172,14 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         col.prop(self, "poll_interval")
         col.prop(self, "render_timeout")
         col.prop(self, "data_dir")
+        col = layout.column(heading="Safety")
+        for name in (
+            "render_sandbox",
+            "max_output_megapixels",
+            "max_samples",
+            "max_render_memory_mb",
+            "max_asset_mb",
+            "max_unpacked_mb",
+        ):
+            col.prop(self, name)
         layout.operator("veriframe.check_setup", icon="CHECKMARK")

@@ -34,6 +34,12 @@ PREF_TO_ENV = {
     "poll_interval": "POLL_INTERVAL",
     "render_timeout": "RENDER_TIMEOUT",
     "data_dir": "VERIFRAME_DATA_DIR",
+    "render_sandbox": "RENDER_SANDBOX",
+    "max_output_megapixels": "MAX_OUTPUT_MEGAPIXELS",
+    "max_samples": "MAX_SAMPLES",
+    "max_render_memory_mb": "MAX_RENDER_MEMORY_MB",
+    "max_asset_mb": "MAX_ASSET_MB",
+    "max_unpacked_mb": "MAX_UNPACKED_MB",
 }
 
 

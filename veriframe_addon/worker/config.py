@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
+from .limits import LIMIT_VARIABLES, RenderLimits, default_render_memory_mb
 from .multiaddr import api_url_from_multiaddr
 
 # The Stark curve order: a private key is a non-zero scalar below it.
@@ -27,6 +28,7 @@ DEFAULT_RENDER_TIMEOUT = 300.0
 DEFAULT_GATEWAY = "http://127.0.0.1:8080/ipfs"
 DEFAULT_IPFS_API = "/ip4/127.0.0.1/tcp/5001"
 
+SANDBOX_MODES = ("auto", "bwrap", "off")
 _HEX_RE = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 
 
@@ -43,6 +45,15 @@ class WorkerConfig:
     poll_interval: float
     render_timeout: float
     data_dir: Path
+    limits: RenderLimits = field(default_factory=RenderLimits)
+    # auto: bwrap where it works, a loud warning where not; bwrap: refuse to render without it; off.
+    sandbox: str = "auto"
+    shader_cache_dir: Path | None = None
+
+    @property
+    def shader_cache(self) -> Path:
+        """Where GL drivers and Blender keep compiled shaders across jobs and restarts."""
+        return self.shader_cache_dir or self.data_dir / "shader-cache"
 
     @property
     def jobs_dir(self) -> Path:
@@ -123,6 +134,10 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
     data_dir = (Path(data_dir_text).expanduser() if data_dir_text else default_data_dir()).absolute()
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError("VERIFRAME_DATA_DIR", f"{data_dir} exists and is not a folder")
+    shader_cache_text = get("VERIFRAME_SHADER_CACHE")
+    sandbox = (get("RENDER_SANDBOX", "auto") or "auto").lower()
+    if sandbox not in SANDBOX_MODES:
+        raise ConfigError("RENDER_SANDBOX", f"{sandbox!r} is not one of {', '.join(SANDBOX_MODES)}")
 
     return WorkerConfig(
         backend_url=backend_url,
@@ -134,7 +149,32 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         poll_interval=poll_interval,
         render_timeout=render_timeout,
         data_dir=data_dir,
+        limits=_parse_limits(get),
+        sandbox=sandbox,
+        shader_cache_dir=Path(shader_cache_text).expanduser().absolute() if shader_cache_text else None,
     )
+
+
+def _parse_limits(get: Callable[[str], str | None]) -> RenderLimits:
+    """Each cap from its variable; a cap must be a positive number (memory: 0 turns it off)."""
+    defaults = RenderLimits(max_render_memory_mb=default_render_memory_mb())
+    values: dict[str, float | int] = {}
+    for name, variable in LIMIT_VARIABLES.items():
+        text = get(variable)
+        default = getattr(defaults, name)
+        if text is None:
+            values[name] = default
+            continue
+        kind = type(default)
+        try:
+            value = kind(float(text)) if kind is int else float(text)
+        except ValueError:
+            raise ConfigError(variable, f"{text!r} is not a number") from None
+        allow_zero = name == "max_render_memory_mb"
+        if not (value > 0 or (allow_zero and value == 0)) or value == float("inf"):
+            raise ConfigError(variable, f"must be a positive number, got {text!r}")
+        values[name] = value
+    return RenderLimits(**values)  # type: ignore[arg-type]
 
 
 def _require(value: str | None, name: str) -> str:

@@ -71,3 +71,12 @@ class RenderTimeout(RenderError):
 
 class RenderCancelled(RenderError):
     """The operator stopped the worker while a render was running."""
+
+
+class SceneRejected(RenderError):
+    """The scene asks for something this worker never does for a stranger (runs Python, reads a file
+    outside its job folder, exceeds a cap); checked inside Blender before the render starts."""
+
+
+class AssetTooLarge(AssetError):
+    """The asset is bigger than ``MAX_ASSET_MB``; every honest source would serve the same size."""

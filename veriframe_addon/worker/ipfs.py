@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 
 from .cid import CidVerifier, cid_of_file, parse_cid
-from .errors import ContentMismatch, IpfsError
+from .errors import AssetTooLarge, ContentMismatch, IpfsError
 from .retry import RetryPolicy, send_with_retries
 from .transport import USER_AGENT
 
@@ -55,14 +55,23 @@ class IpfsClient:
         policy: RetryPolicy | None = None,
         stop: threading.Event | None = None,
         timeout: float = 60.0,
+        max_bytes: int | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        self.max_bytes = max_bytes  # MAX_ASSET_MB: checked against the headers, then while streaming
         self.gateway = gateway
         self.policy = policy or RetryPolicy(attempts=3)
         self.stop = stop
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
+
+    def _check_size(self, cid: str, size: int, source: str, verb: str) -> None:
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise AssetTooLarge(
+                f"the asset {cid} is larger than {self.max_bytes / 1024**2:.0f} MB ({source} "
+                f"{verb} {size / 1024**2:.1f} MB; the cap is MAX_ASSET_MB)"
+            )
 
     # -- download -------------------------------------------------------------------------------------
     def download(
@@ -117,6 +126,8 @@ class IpfsClient:
             if response.status_code != 200:
                 raise IpfsError(f"HTTP {response.status_code}: {response.text[:200]}")
             total = _content_length(response)
+            if total is not None:
+                self._check_size(cid, total, name, "announced")
             verifier = CidVerifier(cid, source=name)
             partial = dest.with_name(dest.name + ".part")
             received = 0
@@ -125,9 +136,10 @@ class IpfsClient:
                     for piece in response.iter_content(PIECE):
                         if self.stop is not None and self.stop.is_set():
                             raise IpfsError("download cancelled")
+                        received += len(piece)
+                        self._check_size(cid, received, name, "sent")
                         verifier.update(piece)
                         out.write(piece)
-                        received += len(piece)
                         if progress is not None:
                             progress(received, total)
                 verifier.verify()
@@ -174,8 +186,12 @@ class IpfsClient:
 
 
 def _content_length(response: requests.Response) -> int | None:
-    value = response.headers.get("Content-Length")
-    return int(value) if value and value.isdigit() else None
+    """The size a source announces: Kubo's ``X-Content-Length`` (its ``cat`` streams chunked) or HTTP's."""
+    for header in ("X-Content-Length", "Content-Length"):
+        value = response.headers.get(header)
+        if value and value.isdigit():
+            return int(value)
+    return None
 
 
 def _multipart_body(path: Path, boundary: str) -> Iterator[bytes]:

@@ -1,8 +1,10 @@
 """Render settings a job may ask for in its ``required_capabilities`` JSON.
 
-Only ``engine``, ``frame``, ``resolution_percentage`` and ``samples`` are read; other keys describe
-requirements of other kinds and are left alone. Values are checked before the job is claimed: a job
-whose settings cannot be honoured is skipped rather than claimed and failed.
+Only ``engine``, ``frame``, ``resolution_percentage`` and ``samples`` are read, plus ``frame_start``/
+``frame_end``/``frames`` to refuse a request for more than one frame (a job's result is one PNG, so a
+worker renders exactly one frame per job); other keys describe requirements of other kinds and are left
+alone. Values are checked before the job is claimed: a job whose settings cannot be honoured is skipped
+rather than claimed and failed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import JobSettingsError
+from .limits import DEFAULT_MAX_SAMPLES
 
 # Names a creator may use, mapped to the engine family; the render child picks the identifier its
 # Blender version knows (BLENDER_EEVEE_NEXT on 4.2-4.5, BLENDER_EEVEE on 5.0+).
@@ -24,7 +27,8 @@ ENGINES = {
     "BLENDER_WORKBENCH": "WORKBENCH",
 }
 MAX_FRAME = 1_048_574  # Blender's own frame limit
-MAX_SAMPLES = 4096
+MAX_SAMPLES = DEFAULT_MAX_SAMPLES
+MAX_FRAMES_PER_JOB = 1
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,13 @@ class RenderSettings:
         return asdict(self)
 
 
-def parse_render_settings(required_capabilities: str | None) -> RenderSettings:
-    """Reads the job's settings; raises ``JobSettingsError`` naming the key that is wrong."""
+def parse_render_settings(
+    required_capabilities: str | None, max_samples: int = MAX_SAMPLES
+) -> RenderSettings:
+    """Reads the job's settings; raises ``JobSettingsError`` naming the key that is wrong.
+
+    ``max_samples`` is the operator's cap (``MAX_SAMPLES``).
+    """
     if required_capabilities is None or not required_capabilities.strip():
         return RenderSettings()
     try:
@@ -55,12 +64,45 @@ def parse_render_settings(required_capabilities: str | None) -> RenderSettings:
     engine = data.get("engine") or "EEVEE"
     if not isinstance(engine, str) or engine.upper() not in ENGINES:
         raise JobSettingsError(f"engine {engine!r} is not supported (use one of EEVEE, CYCLES, WORKBENCH)")
+    frame_start = _int(data, "frame_start", None, -MAX_FRAME, MAX_FRAME)
+    frame_end = _int(data, "frame_end", frame_start, -MAX_FRAME, MAX_FRAME)
+    frames = _frame_count(data, frame_start, frame_end)
+    if frames > MAX_FRAMES_PER_JOB:
+        raise JobSettingsError(
+            f"the job asks for {frames} frames; its result is one PNG, so this worker renders one frame "
+            "per job (split the animation into one job per frame)"
+        )
+    listed = data.get("frames")
+    if isinstance(listed, list) and listed:
+        default_frame = _int({"frames": listed[0]}, "frames", 1, -MAX_FRAME, MAX_FRAME)
+    else:
+        default_frame = frame_start if frame_start is not None else 1
+    try:
+        samples = _int(data, "samples", None, 1, max_samples)
+    except JobSettingsError as exc:
+        raise JobSettingsError(f"{exc} (MAX_SAMPLES)") from None
     return RenderSettings(
         engine=ENGINES[engine.upper()],
-        frame=_int(data, "frame", 1, -MAX_FRAME, MAX_FRAME),
+        frame=_int(data, "frame", default_frame, -MAX_FRAME, MAX_FRAME),
         resolution_percentage=_int(data, "resolution_percentage", None, 1, 100),
-        samples=_int(data, "samples", None, 1, MAX_SAMPLES),
+        samples=samples,
     )
+
+
+def _frame_count(data: dict[str, Any], frame_start: int | None, frame_end: int | None) -> int:
+    """How many frames the job asks for: ``frames`` (a count or a list), or the start-end range."""
+    frames = data.get("frames")
+    if isinstance(frames, list):
+        return len(frames)
+    if frames is not None:
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            raise JobSettingsError(f"frames must be a positive whole number or a list, got {frames!r}")
+        return frames
+    if frame_start is not None and frame_end is not None:
+        if frame_end < frame_start:
+            raise JobSettingsError(f"frame_end {frame_end} is before frame_start {frame_start}")
+        return frame_end - frame_start + 1
+    return 1
 
 
 def _int(data: dict[str, Any], key: str, default: int | None, low: int, high: int) -> int | None:

@@ -27,8 +27,9 @@ from .errors import AuthError, BackendError, InvalidCid, JobSettingsError, Rende
 from .ipfs import IpfsClient
 from .job_settings import ENGINES, RenderSettings, parse_render_settings
 from .journal import JobJournal
-from .render import BlenderRenderer, RenderResult, blender_version, find_blender
+from .render import CHILD_SCRIPT, BlenderRenderer, RenderResult, blender_version, find_blender
 from .retry import RetryPolicy
+from .sandbox import choose_sandbox
 from .transport import JsonTransport
 
 log = logging.getLogger("veriframe.worker")
@@ -55,6 +56,7 @@ class WorkerStatus:
     last_error: str | None = None
     last_render: Path | None = None
     last_result_cid: str | None = None
+    sandbox: str | None = None  # how renders are contained, in words (set once Blender is found)
 
 
 class Worker:
@@ -75,9 +77,17 @@ class Worker:
         transport = JsonTransport(config.backend_url, policy=RetryPolicy(), stop=self.stop)
         self.auth = AuthSession(transport, config.worker_address, StarkSigner(config.private_key))
         self.backend = BackendClient(transport, self.auth)
-        self.ipfs = IpfsClient(config.ipfs_api_url, config.ipfs_gateway_url, stop=self.stop)
+        self.ipfs = IpfsClient(
+            config.ipfs_api_url,
+            config.ipfs_gateway_url,
+            stop=self.stop,
+            max_bytes=config.limits.max_asset_bytes,
+        )
         self.blender = find_blender(config.blender_path)
-        self.renderer = BlenderRenderer(self.blender, config.render_timeout, config.data_dir / "shader-cache")
+        self.renderer = BlenderRenderer(
+            self.blender, config.render_timeout, config.shader_cache, limits=config.limits
+        )
+        self._sandbox_chosen = False
         self._taken = 0  # jobs claimed in this run (--max-jobs counts these)
         self._skipped_unclaimed: set[str] = set()  # malformed jobs, logged once
         self._last_verified_check = 0.0
@@ -105,6 +115,20 @@ class Worker:
         self._blender_version = blender_version(self.blender)
         kind = " (bpy module)" if self.blender.uses_bpy_module else ""
         log.info("[Worker] Blender found: %s%s", self._blender_version, kind)
+        if not self._sandbox_chosen:
+            sandbox, described = choose_sandbox(
+                cfg.sandbox,
+                self.blender.executable,
+                self.blender.uses_bpy_module,
+                CHILD_SCRIPT,
+                self.blender.version_argv(),
+            )
+            self.renderer.sandbox = sandbox
+            self._sandbox_chosen = True
+            self._publish(sandbox=described)
+            (log.info if sandbox is not None or cfg.sandbox == "off" else log.warning)(
+                "[Worker] Renders are %s", described
+            )
 
     def connect(self) -> None:
         """Registers (idempotently) and signs in; raises ``AuthError`` (bad key), ``BackendError`` (down)."""
@@ -189,7 +213,7 @@ class Worker:
             return None
         try:
             parse_cid(job.asset_cid)
-            return parse_render_settings(job.required_capabilities)
+            return parse_render_settings(job.required_capabilities, self.config.limits.max_samples)
         except (InvalidCid, JobSettingsError) as exc:
             log.warning("[Worker] Skipping job %s without claiming it: %s", job.id, exc)
             self._skipped_unclaimed.add(job.id)
@@ -250,10 +274,14 @@ class Worker:
             download.source,
             download.size / seconds / 1e6,
         )
-        blend = prepare_blend(download.path, job_dir / "scene")
+        blend = prepare_blend(download.path, job_dir / "scene", self.config.limits.max_unpacked_bytes)
         log.info("[Worker] Found blend file: %s", blend)
         log.info(
-            "[Worker] Validating and rendering %s (%s, frame %d)", blend.name, settings.engine, settings.frame
+            "[Worker] Validating and rendering %s (%s, frame %d, %s)",
+            blend.name,
+            settings.engine,
+            settings.frame,
+            "sandboxed" if self.renderer.sandboxed else "NOT sandboxed",
         )
         self._publish(state="rendering", progress=0.0)
         last_logged = [-1]

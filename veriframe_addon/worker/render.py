@@ -24,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, RenderCancelled, RenderError, RenderTimeout
+from .errors import ConfigError, RenderCancelled, RenderError, RenderTimeout, SceneRejected
 from .job_settings import RenderSettings
+from .limits import RenderLimits
+from .sandbox import Sandbox
 
 log = logging.getLogger("veriframe.worker")
 
@@ -37,7 +39,6 @@ ENV_ALLOWLIST = (
     "LC_ALL",
     "LC_CTYPE",
     "LD_LIBRARY_PATH",
-    "PYTHONPATH",
     "SYSTEMROOT",
     "WINDIR",
     "DISPLAY",
@@ -58,12 +59,14 @@ class BlenderCommand:
 
     def argv(self, blend: Path, spec: Path) -> list[str]:
         if self.uses_bpy_module:
-            return [self.executable, str(CHILD_SCRIPT), str(spec)]
+            # -I: no PYTHON* variables, no user site, and not the job folder on sys.path.
+            return [self.executable, "-I", str(CHILD_SCRIPT), str(spec)]
         return [
             self.executable,
             "-b",
             "--factory-startup",
             "--disable-autoexec",
+            "--offline-mode",
             "-noaudio",
             str(blend),
             "--python-exit-code",
@@ -73,6 +76,12 @@ class BlenderCommand:
             "--",
             str(spec),
         ]
+
+    def version_argv(self) -> list[str]:
+        """A command that prints ``Blender X.Y.Z``: proof that this Blender starts at all."""
+        if self.uses_bpy_module:
+            return [self.executable, "-I", "-c", "import bpy; print('Blender', bpy.app.version_string)"]
+        return [self.executable, "-b", "--factory-startup", "--version"]
 
 
 def find_blender(blender_path: str | None) -> BlenderCommand:
@@ -88,10 +97,7 @@ def find_blender(blender_path: str | None) -> BlenderCommand:
 
 def blender_version(command: BlenderCommand, timeout: float = 60.0) -> str:
     """Asks the render Blender for its version, proving it starts at all; raises ``RenderError`` if not."""
-    if command.uses_bpy_module:
-        argv = [command.executable, "-c", "import bpy; print('Blender', bpy.app.version_string)"]
-    else:
-        argv = [command.executable, "-b", "--factory-startup", "--version"]
+    argv = command.version_argv()
     try:
         done = subprocess.run(
             argv,
@@ -158,6 +164,8 @@ def child_environment(job_dir: Path, shader_cache: Path | None = None) -> dict[s
             "BLENDER_USER_RESOURCES": str(home / "blender"),
             "BLENDER_USER_CONFIG": str(home / "blender" / "config"),
             "BLENDER_USER_SCRIPTS": str(home / "blender" / "scripts"),
+            "BLENDER_USER_DATAFILES": str(home / "blender" / "datafiles"),
+            "BLENDER_USER_EXTENSIONS": str(home / "blender" / "extensions"),
             "PYTHONNOUSERSITE": "1",
             "PYTHONUNBUFFERED": "1",
         }
@@ -166,16 +174,34 @@ def child_environment(job_dir: Path, shader_cache: Path | None = None) -> dict[s
         shader_cache.mkdir(parents=True, exist_ok=True)
         env.setdefault("MESA_SHADER_CACHE_DIR", str(shader_cache / "mesa"))  # Mesa (llvmpipe, AMD, Intel)
         env.setdefault("__GL_SHADER_DISK_CACHE_PATH", str(shader_cache / "nvidia"))  # NVIDIA's driver
+        env["XDG_CACHE_HOME"] = str(shader_cache)  # Blender's own (``blender/``) and fontconfig's
     return env
 
 
 class BlenderRenderer:
-    """Runs render children for jobs, one at a time."""
+    """Runs render children for jobs, one at a time, each inside the caps of ``limits``.
 
-    def __init__(self, command: BlenderCommand, timeout: float, shader_cache: Path | None = None) -> None:
+    ``sandbox`` (see ``sandbox.py``) wraps each child when given; ``sandboxed`` says which for the log.
+    """
+
+    def __init__(
+        self,
+        command: BlenderCommand,
+        timeout: float,
+        shader_cache: Path | None = None,
+        *,
+        limits: RenderLimits | None = None,
+        sandbox: Sandbox | None = None,
+    ) -> None:
         self.command = command
         self.timeout = timeout
         self.shader_cache = shader_cache
+        self.limits = limits or RenderLimits()
+        self.sandbox = sandbox
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.sandbox is not None
 
     def render(
         self,
@@ -201,6 +227,8 @@ class BlenderRenderer:
                     "output": str(output),
                     "tmp_dir": str(job_dir / "tmp"),
                     "settings": settings.to_json(),
+                    "limits": self.limits.to_json(),
+                    "job_root": str(job_dir),
                     "token": token,
                 }
             ),
@@ -208,18 +236,20 @@ class BlenderRenderer:
         )
 
         started = time.monotonic()
-        events, tail = self._run_child(blend, spec, job_dir, token, progress, cancel)
+        events, tail, returncode = self._run_child(blend, spec, job_dir, token, progress, cancel)
         seconds = time.monotonic() - started
 
+        rejected = [e for e in events if e.get("event") == "rejected"]
         errors = [e for e in events if e.get("event") == "error"]
         done = next((e for e in events if e.get("event") == "done"), None)
+        if rejected:
+            raise SceneRejected(f"the scene was rejected before rendering: {rejected[-1].get('message')}")
         if errors:
             raise RenderError(f"Blender could not render {blend.name}: {errors[-1].get('message')}")
         if done is None or not output.is_file():
             blender_says = [line for line in tail if "error" in line.lower()] or list(tail)[-3:]
-            raise RenderError(
-                f"Blender exited without a render of {blend.name}: {' | '.join(blender_says)[:500]}"
-            )
+            message = f"Blender exited without a render of {blend.name}: {' | '.join(blender_says)[:500]}"
+            raise RenderError(message + self._memory_hint(returncode, tail))
         width, height = png_size(output)
         if (width, height) != (done.get("width"), done.get("height")):
             raise RenderError(
@@ -245,12 +275,15 @@ class BlenderRenderer:
         token: str,
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
-    ) -> tuple[list[dict], deque[str]]:
+    ) -> tuple[list[dict], deque[str], int | None]:
         marker = f"@@VERIFRAME:{token} "
         argv = self.command.argv(blend, spec)
+        if self.sandbox is not None:
+            writable = [job_dir] + ([self.shader_cache] if self.shader_cache is not None else [])
+            argv = self.sandbox.wrap(argv, writable=writable, cwd=job_dir)
         log.debug("[Worker] Starting render child: %s", " ".join(argv))
         popen_extra: dict = (
-            {"start_new_session": True}
+            {"start_new_session": True, "preexec_fn": self._limit_memory}
             if os.name == "posix"
             else {
                 "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
@@ -313,7 +346,29 @@ class BlenderRenderer:
                 if process.poll() is None:
                     _kill_group(process)
                 reader.join(timeout=5)
-        return events, tail
+        return events, tail, process.returncode
+
+    def _limit_memory(self) -> None:
+        """Runs in the forked child before exec: caps its data memory (heap and private mappings).
+
+        RLIMIT_DATA rather than RLIMIT_AS: GL drivers and Blender reserve far more address space than
+        they ever touch, so an address-space cap would fail honest renders.
+        """
+        cap = self.limits.max_render_memory_mb * 1024 * 1024
+        if cap > 0:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+
+    def _memory_hint(self, returncode: int | None, tail: deque[str]) -> str:
+        """Why Blender may have died, when running out of memory under the cap is the likely cause."""
+        cap = self.limits.max_render_memory_mb
+        said = " ".join(tail).lower()
+        out_of_memory = any(w in said for w in ("memory", "bad_alloc", "cannot allocate", "malloc"))
+        died = returncode is not None and returncode < 0
+        if cap > 0 and (out_of_memory or died):
+            return f" (it may have run out of memory under the {cap} MB cap, MAX_RENDER_MEMORY_MB)"
+        return ""
 
 
 def _pump(process: subprocess.Popen, lines: queue.Queue) -> None:

@@ -1,0 +1,263 @@
+"""Every hostile input in the README's security table, run through the real worker against devnet.
+
+Each test builds its scene or archive with ``bpy`` (``tests/hostile_scenes.py``), submits it to a devnet
+followed by an honest job, and runs the headless worker (real Blender via the ``bpy`` module) until the
+honest job is done. It then checks that nothing escaped (no marker file written by the attack, nothing
+new outside the job folders, no secret pixels in any published PNG), that the hostile job was not
+completed with a result (it failed with the reason logged once, or was skipped unclaimed) unless the
+input is one the worker neutralises and renders honestly, and that the same worker then completed the
+honest job. Every case runs twice: inside the bwrap sandbox and without it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from fastapi import FastAPI, Request, Response
+from PIL import Image
+
+from devnet.image_check import describe_sample_render
+from devnet.process import ROOT, Devnet
+from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
+
+from .conftest import WorkerRun, run_worker_until, worker_env
+from .servers import serve_app
+
+HOSTILE = Path(__file__).resolve().parent / "hostile_scenes.py"
+SANDBOX_MODES = ("bwrap", "off")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One hostile input: what to build, and what the worker must do with it."""
+
+    name: str
+    kind: str
+    outcome: str  # "failed": claimed and failed; "skipped": never claimed; "rendered": neutralised
+    says: str  # a phrase of the reason the worker must log
+    settings: dict = field(default_factory=dict)
+    lying_gateway: bool = False
+
+
+CASES = (
+    Case("registered text block", "text-block", "failed", "'autorun.py' is registered to run as Python"),
+    Case("Python driver", "python-driver", "failed", "needs Python"),
+    Case("Freestyle Python style module", "freestyle-script", "failed", "runs Python style modules"),
+    Case("File Output node aimed outside", "file-output", "rendered", '"muted_file_outputs": 1'),
+    Case("render.filepath aimed outside", "render-filepath", "rendered", '"replaced_filepath": "/'),
+    Case("image by absolute path", "image-absolute", "failed", "outside the job folder: /"),
+    Case("image by //../.. path", "image-relative", "failed", "outside the job folder: /"),
+    Case("library by absolute path", "library-absolute", "failed", "lib.blend (pack it"),
+    Case("library by //../.. path", "library-relative", "failed", "lib.blend (pack it"),
+    Case("16384x16384 output", "huge-output", "failed", "16384x16384 (268.4 MP)"),
+    Case("10^6 samples", "million-samples", "failed", "1000000 samples"),
+    Case(
+        "10 000-frame request",
+        "honest",
+        "skipped",
+        "asks for 10000 frames",
+        settings={"frame_start": 1, "frame_end": 10000},
+    ),
+    Case("zip slip", "zip-slip", "failed", "points outside the job folder"),
+    Case("tar with a symlink out", "tar-symlink", "failed", "is a link or special file"),
+    Case("1 GB-expanding archive", "zip-bomb", "failed", "a zip bomb"),
+    Case("gateway serving other bytes", "honest", "failed", "does not match CID", lying_gateway=True),
+    Case("random bytes named .blend", "random-bytes", "failed", "unrecognised binary data"),
+)
+
+
+def build(kind: str, out_dir: Path, outside: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(HOSTILE), kind, str(out_dir), str(outside)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def honest_asset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("honest")
+    return Path(build("honest", root / "scene", root / "outside")["asset"])
+
+
+@pytest.fixture(scope="module")
+def shader_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One warm shader cache for the module, as a long-running worker has (else every render is cold)."""
+    return tmp_path_factory.mktemp("shader-cache")
+
+
+@pytest.fixture(params=SANDBOX_MODES)
+def sandbox(request: pytest.FixtureRequest) -> str:
+    if request.param == "bwrap" and (shutil.which("bwrap") is None or not sys.platform.startswith("linux")):
+        pytest.skip("bwrap is not installed here (python3 build.py test installs bubblewrap on Debian)")
+    return request.param
+
+
+def _lying_ipfs(gateway: str, api: str, target: str) -> FastAPI:
+    """A gateway and RPC API in one that serve other bytes for ``target`` and pass all else through."""
+    app = FastAPI()
+    lie = Response(b"BLENDER-v404 not the bytes the CID names", media_type="application/octet-stream")
+
+    def relay(answer: requests.Response) -> Response:
+        kind = answer.headers.get("content-type", "application/octet-stream")
+        return Response(answer.content, status_code=answer.status_code, media_type=kind)
+
+    @app.get("/ipfs/{cid}")
+    def gateway_get(cid: str) -> Response:
+        return lie if cid == target else relay(requests.get(f"{gateway}/{cid}", timeout=30))
+
+    @app.post("/api/v0/{command}")
+    async def rpc(command: str, request: Request) -> Response:
+        if command == "cat" and request.query_params.get("arg") == target:
+            return lie
+        headers = {"content-type": request.headers.get("content-type", "application/octet-stream")}
+        answer = requests.post(
+            f"{api}/api/v0/{command}",
+            params=request.query_params,
+            data=await request.body(),
+            headers=headers,
+            timeout=30,
+        )
+        return relay(answer)
+
+    return app
+
+
+def _job(devnet: Devnet, job_id: str) -> dict:
+    return requests.get(f"{devnet.backend_url}/jobs/{job_id}", timeout=10).json()
+
+
+def _api_url(devnet: Devnet) -> str:
+    return api_url_from_multiaddr(devnet.env["IPFS_API"])
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file() or p.is_symlink()} if root.exists() else set()
+
+
+def _result_png(devnet: Devnet, job: dict, dest: Path) -> Path:
+    dest.write_bytes(
+        requests.get(f"{devnet.env['IPFS_GATEWAY']}/{job['full_result_cid']}", timeout=10).content
+    )
+    return dest
+
+
+def _share(png: Path, rgb: tuple[int, int, int], tolerance: int = 40) -> float:
+    """The share of the image's pixels within ``tolerance`` of ``rgb`` on every channel."""
+    with Image.open(png) as image:
+        picture = image.convert("RGB")
+        pixels = [picture.getpixel((x, y)) for y in range(picture.height) for x in range(picture.width)]
+    close = sum(all(abs(a - b) <= tolerance for a, b in zip(p, rgb, strict=True)) for p in pixels)
+    return close / len(pixels)
+
+
+@dataclass
+class Outcome:
+    run: WorkerRun
+    hostile: str
+    honest: str
+    built: dict
+
+
+@pytest.fixture
+def run_case(
+    devnet: Devnet, honest_asset: Path, shader_cache: Path, sandbox: str, tmp_path: Path
+) -> Iterator:
+    """Builds a case, submits it and an honest job, runs the worker until the honest job is done."""
+
+    def run(case: Case) -> Outcome:
+        built = build(case.kind, tmp_path / "scene", tmp_path / "outside")
+        before = _files(tmp_path)
+        settings = ("--settings", json.dumps(case.settings)) if case.settings else ()
+        hostile = devnet.cli("submit", built["asset"], *settings).strip()
+        honest = devnet.cli("submit", str(honest_asset)).strip()
+        overrides = {"RENDER_SANDBOX": sandbox, "VERIFRAME_SHADER_CACHE": str(shader_cache)}
+        target = _job(devnet, hostile)["full_asset_cid"]
+        with serve_app(_lying_ipfs(devnet.env["IPFS_GATEWAY"], _api_url(devnet), target)) as lie:
+            if case.lying_gateway:  # both sources lie about this CID: no honest copy to fall back on
+                overrides |= {"IPFS_GATEWAY": f"{lie}/ipfs", "IPFS_API": lie}
+            env = worker_env(devnet, tmp_path / "data", **overrides)
+            run = run_worker_until(env, f"✓ Successfully completed job {honest}", 1, timeout=120)
+
+        # Nothing new anywhere but the devnet's store and the worker's own files and job folders.
+        data = tmp_path / "data"
+        allowed = (tmp_path / "devnet", data / "jobs" / hostile, data / "jobs" / honest)
+        own_files = {data / "completed_jobs.json"}
+        new = {
+            p
+            for p in _files(tmp_path) - before
+            if p not in own_files and not any(p.is_relative_to(a) for a in allowed)
+        }
+        assert new == set(), f"files appeared outside the job folders: {sorted(map(str, new))}"
+        return Outcome(run, hostile, honest, built)
+
+    yield run
+
+
+@pytest.mark.parametrize(
+    "case", CASES, ids=[c.kind if not c.lying_gateway else "lying-gateway" for c in CASES]
+)
+def test_hostile_input_is_contained_and_the_worker_goes_on(
+    case: Case, run_case, devnet: Devnet, sandbox: str, tmp_path: Path
+) -> None:
+    outcome: Outcome = run_case(case)
+    log, hostile = outcome.run.output, outcome.hostile
+
+    markers = tmp_path / "outside" / "markers"
+    assert not markers.exists() or list(markers.iterdir()) == [], "the scene's Python ran"
+    escape = outcome.built.get("escape_name")
+    if escape:
+        assert list(tmp_path.rglob(escape)) == [], "an archive member was written outside its folder"
+
+    job = _job(devnet, hostile)
+    job_dir = outcome.run.data_dir / "jobs" / hostile
+    if case.outcome == "rendered":
+        assert job["status"] == "completed", log
+        assert case.says in (job_dir / "render.log").read_text()
+        describe_sample_render(_result_png(devnet, job, tmp_path / "hostile.png"))
+    else:
+        assert job["status"] != "completed" and not job.get("full_result_cid"), log
+        assert not (job_dir / "render" / "render0001.png").exists()
+        if case.outcome == "failed":
+            failed = [ln for ln in log.splitlines() if f"✗ Job {hostile} failed" in ln]
+            assert len(failed) == 1 and case.says in failed[0], log  # the reason, logged once
+            journal = json.loads((outcome.run.data_dir / "completed_jobs.json").read_text())
+            assert case.says in journal["failed_jobs"][hostile]  # remembered: never picked up again
+        else:
+            skipped = [ln for ln in log.splitlines() if f"Skipping job {hostile} without claiming it" in ln]
+            assert len(skipped) == 1 and case.says in skipped[0], log
+            assert job["status"] == "open"
+
+    honest = _job(devnet, outcome.honest)
+    assert honest["status"] == "completed", log
+    png = _result_png(devnet, honest, tmp_path / "honest.png")
+    describe_sample_render(png)
+    if outcome.built.get("secret_rgb"):
+        assert _share(png, tuple(outcome.built["secret_rgb"])) == 0.0
+    expected = "sandboxed with bwrap" if sandbox == "bwrap" else "not sandboxed (RENDER_SANDBOX=off)"
+    assert f"Renders are {expected}" in log
+
+
+@pytest.mark.parametrize("kind", ["honest-packed", "honest-archive"])
+def test_honest_scenes_with_packed_or_archived_textures_render(
+    kind: str, run_case, devnet: Devnet, tmp_path: Path
+) -> None:
+    """Textures packed into the .blend, or beside it in the archive by a relative path, are used."""
+    outcome: Outcome = run_case(Case(kind, kind, "rendered", ""))
+    job = _job(devnet, outcome.hostile)
+    assert job["status"] == "completed", outcome.run.output
+    png = _result_png(devnet, job, tmp_path / "result.png")
+    # The textured plane covers the lower half of the frame in the texture's colour.
+    assert _share(png, tuple(outcome.built["expect_rgb"])) > 0.3

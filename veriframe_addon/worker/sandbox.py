@@ -1,0 +1,153 @@
+"""An OS sandbox around the render child, with bubblewrap (``bwrap``) on Linux.
+
+The render child already runs no scene Python and checks every path a scene names, but those are
+Blender's rules, enforced inside Blender. The sandbox is the second wall, enforced by the kernel: the
+child gets no network, sees the system (``/usr``, a few files of ``/etc``) read-only, sees the Blender
+it runs read-only, and can write only to its job folder and the shader cache. The operator's home,
+``/tmp`` and every other file simply do not exist inside it.
+
+``RENDER_SANDBOX=auto`` (the default) uses bwrap when it is installed and the render Blender starts
+inside it, and says loudly when it does not; ``bwrap`` refuses to render without it; ``off`` never
+uses it.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+log = logging.getLogger("veriframe.worker")
+
+# Top-level system folders, bound read-only (or re-created as the symlinks they are on merged-/usr systems).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/nix/store")
+# The parts of /etc that the dynamic loader, fonts and GL vendor libraries read; nothing else of it.
+ETC_FILES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "fonts",
+    "glvnd",
+    "drirc",
+    "vulkan",
+    "OpenCL",
+    "nvidia",
+    "localtime",
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "ssl/certs",
+)
+# GPU device nodes and the sysfs that GL drivers enumerate them through.
+DEVICE_GLOBS = ("/dev/dri", "/dev/nvidia*", "/dev/kfd")
+SYS_DIRS = ("/sys/dev", "/sys/devices", "/sys/bus", "/sys/class")
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A bwrap command line that runs one program with the access described in the module docstring."""
+
+    bwrap: str
+    readable: tuple[Path, ...]
+
+    def wrap(self, argv: list[str], *, writable: list[Path], cwd: Path) -> list[str]:
+        args = [self.bwrap, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL"]
+        args += ["--proc", "/proc", "--dev", "/dev"]
+        for folder in SYSTEM_DIRS:
+            path = Path(folder)
+            if path.is_symlink():
+                args += ["--symlink", os.readlink(path), folder]
+            elif path.is_dir():
+                args += ["--ro-bind", folder, folder]
+        for name in ETC_FILES:
+            args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        for pattern in DEVICE_GLOBS:
+            for device in sorted(glob.glob(pattern)):
+                args += ["--dev-bind-try", device, device]
+        for folder in SYS_DIRS:
+            args += ["--ro-bind-try", folder, folder]
+        for path in self.readable:
+            args += ["--ro-bind-try", str(path), str(path)]
+        for path in writable:
+            path.mkdir(parents=True, exist_ok=True)
+            args += ["--bind", str(path), str(path)]
+        return [*args, "--chdir", str(cwd), "--", *argv]
+
+
+def runtime_paths(executable: str, uses_bpy_module: bool, child_script: Path) -> tuple[Path, ...]:
+    """What the render child must read besides the system: its Blender (or Python and ``bpy``) and script."""
+    paths = {child_script}
+    real = Path(os.path.realpath(executable))
+    if uses_bpy_module:
+        paths |= {Path(sys.prefix), Path(sys.base_prefix), real.parent}
+        spec = importlib.util.find_spec("bpy")
+        if spec is not None and spec.origin:
+            paths.add(Path(spec.origin).resolve().parent.parent)  # site-packages holding bpy
+    else:
+        # A blender.org build keeps its libraries and Python next to the executable.
+        paths |= {real.parent, Path(executable).absolute().parent}
+    covered = [Path(p) for p in SYSTEM_DIRS]
+    kept: list[Path] = []
+    for path in sorted(paths, key=lambda p: len(p.parts)):  # a folder before anything inside it
+        if not any(path.is_relative_to(c) for c in covered):
+            kept.append(path)
+            covered.append(path)
+    return tuple(sorted(kept))
+
+
+def choose_sandbox(
+    mode: str, executable: str, uses_bpy_module: bool, child_script: Path, probe_argv: list[str]
+) -> tuple[Sandbox | None, str]:
+    """The sandbox to render in (or None) and a sentence saying which, and why, for the log and panel.
+
+    The choice is proven, not assumed: ``probe_argv`` (Blender printing its version) must run inside the
+    sandbox. Raises ``ConfigError`` when ``mode`` is ``bwrap`` and that fails.
+    """
+    if mode == "off":
+        return None, "not sandboxed (RENDER_SANDBOX=off)"
+    reason = _unavailable_reason(probe_argv, executable, uses_bpy_module, child_script)
+    if reason is None:
+        readable = runtime_paths(executable, uses_bpy_module, child_script)
+        sandbox = Sandbox(shutil.which("bwrap") or "bwrap", readable)
+        return sandbox, "sandboxed with bwrap (no network, read-only system, writes only to the job folder)"
+    if mode == "bwrap":
+        raise ConfigError("RENDER_SANDBOX", f"is bwrap, but {reason}")
+    return None, f"NOT sandboxed: {reason} (RENDER_SANDBOX=auto)"
+
+
+def _unavailable_reason(
+    probe_argv: list[str], executable: str, uses_bpy_module: bool, child_script: Path
+) -> str | None:
+    if not sys.platform.startswith("linux"):
+        return f"bwrap sandboxing is Linux-only (this is {sys.platform})"
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return "bwrap is not installed (apt install bubblewrap)"
+    sandbox = Sandbox(bwrap, runtime_paths(executable, uses_bpy_module, child_script))
+    with tempfile.TemporaryDirectory(prefix="veriframe-probe-") as folder:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": folder, "TMPDIR": folder}
+        try:
+            done = subprocess.run(
+                sandbox.wrap(probe_argv, writable=[Path(folder)], cwd=Path(folder)),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"bwrap could not start Blender ({exc})"
+    if done.returncode != 0 or "Blender" not in done.stdout:
+        said = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no output"])[-1]
+        return f"Blender at {executable} does not start inside bwrap ({said[:200]})"
+    return None
