@@ -30,8 +30,9 @@ REQUIREMENTS = ROOT / "requirements-dev.txt"
 # The test Blender: the bpy module of Blender 4.5 LTS, the release built for Python 3.11.
 BPY_PIN = "bpy==4.5.15"
 # What EEVEE needs to render headless through EGL (Mesa's software rasteriser where there is no GPU),
-# plus the X/Wayland client libraries the bpy module links against.
+# plus the X/Wayland client libraries the bpy module links against, and bubblewrap for the render sandbox.
 APT_PACKAGES = [
+    "bubblewrap",
     "libegl1",
     "libegl-mesa0",
     "libgl1-mesa-dri",

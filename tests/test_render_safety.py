@@ -18,6 +18,7 @@ import pytest
 from devnet.process import ROOT
 from veriframe_addon.worker.errors import RenderCancelled, RenderError, RenderTimeout, SceneRejected
 from veriframe_addon.worker.job_settings import RenderSettings
+from veriframe_addon.worker.limits import RenderLimits
 from veriframe_addon.worker.render import BlenderRenderer, find_blender
 
 from .processes import pids_with
@@ -138,3 +139,16 @@ def test_render_child_never_sees_the_private_key(
     assert all(secret.encode() not in blob and b"WORKER_PRIVATE_KEY" not in blob for blob in seen)
     assert secret not in (job_dir / "render.log").read_text()
     assert os.environ["WORKER_PRIVATE_KEY"] == secret
+
+
+def test_render_over_the_memory_cap_fails_naming_the_cap(sample_blend: Path, tmp_path: Path) -> None:
+    """MAX_RENDER_MEMORY_MB is an rlimit on the child: Blender dies under it, and the error says why.
+
+    600 MB is below what the bpy module needs for even this tiny render (about 1.5 GB measured here).
+    """
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    renderer = BlenderRenderer(find_blender(None), timeout=240, limits=RenderLimits(max_render_memory_mb=600))
+    with pytest.raises(RenderError, match=r"out of memory under the 600 MB cap, MAX_RENDER_MEMORY_MB"):
+        renderer.render(sample_blend, job_dir, RenderSettings(samples=1))
+    assert pids_with(str(job_dir / "render_spec.json")) == []

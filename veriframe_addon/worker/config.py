@@ -168,7 +168,7 @@ def _parse_limits(get: Callable[[str], str | None]) -> RenderLimits:
         kind = type(default)
         try:
             value = kind(float(text)) if kind is int else float(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ConfigError(variable, f"{text!r} is not a number") from None
         allow_zero = name == "max_render_memory_mb"
         if not (value > 0 or (allow_zero and value == 0)) or value == float("inf"):

@@ -48,6 +48,8 @@ ENV_ALLOWLIST = (
 )
 ENV_PREFIX_ALLOWLIST = ("MESA_", "LIBGL_", "EGL_", "__EGL_", "__GLX_", "GALLIUM_", "OCIO")
 ProgressCallback = Callable[[float], None]
+# Lines Blender prints on every headless render with Mesa's EGL: not the reason for anything.
+NOISE = ("EGL Error (0x3009)",)
 
 
 @dataclass(frozen=True)
@@ -247,8 +249,12 @@ class BlenderRenderer:
         if errors:
             raise RenderError(f"Blender could not render {blend.name}: {errors[-1].get('message')}")
         if done is None or not output.is_file():
-            blender_says = [line for line in tail if "error" in line.lower()] or list(tail)[-3:]
-            message = f"Blender exited without a render of {blend.name}: {' | '.join(blender_says)[:500]}"
+            said = [line for line in tail if not line.startswith(NOISE)]
+            blender_says = [line for line in said if "error" in line.lower()] or said[-3:] or ["no output"]
+            message = (
+                f"Blender {_how_it_ended(returncode)} without a render of {blend.name}: "
+                f"{' | '.join(blender_says)[-500:]}"
+            )
             raise RenderError(message + self._memory_hint(returncode, tail))
         width, height = png_size(output)
         if (width, height) != (done.get("width"), done.get("height")):
@@ -369,6 +375,15 @@ class BlenderRenderer:
         if cap > 0 and (out_of_memory or died):
             return f" (it may have run out of memory under the {cap} MB cap, MAX_RENDER_MEMORY_MB)"
         return ""
+
+
+def _how_it_ended(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        try:
+            return f"crashed ({signal.Signals(-returncode).name})"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
 
 
 def _pump(process: subprocess.Popen, lines: queue.Queue) -> None:

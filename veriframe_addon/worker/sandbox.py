@@ -81,7 +81,8 @@ class Sandbox:
         for path in writable:
             path.mkdir(parents=True, exist_ok=True)
             args += ["--bind", str(path), str(path)]
-        return [*args, "--chdir", str(cwd), "--", *argv]
+        # The root bwrap builds is a tmpfs: make it read-only too, so only the binds above are writable.
+        return [*args, "--remount-ro", "/", "--chdir", str(cwd), "--", *argv]
 
 
 def runtime_paths(executable: str, uses_bpy_module: bool, child_script: Path) -> tuple[Path, ...]:
