@@ -141,6 +141,7 @@ def scenario_draw_states(args: dict) -> dict:
             verified=state != "idle",
             last_error="POST /jobs/x/assign: backend unreachable at http://b (boom)",
             last_render=png,
+            sandbox="sandboxed with bwrap (...)" if state == "rendering" else "NOT sandboxed: no bwrap",
         )
         worker.log_lines.append(LogLine("INFO", f"12:00:00 [Worker] state {state}"))
         drawn[state] = labels(draw_panel())

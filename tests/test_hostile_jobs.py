@@ -154,11 +154,12 @@ def _result_png(devnet: Devnet, job: dict, dest: Path) -> Path:
     return dest
 
 
-def _share(png: Path, rgb: tuple[int, int, int], tolerance: int = 40) -> float:
-    """The share of the image's pixels within ``tolerance`` of ``rgb`` on every channel."""
+def _share(png: Path, rgb: tuple[int, int, int], rows: slice = slice(None), tolerance: int = 40) -> float:
+    """The share of the pixels in ``rows`` within ``tolerance`` of ``rgb`` on every channel."""
     with Image.open(png) as image:
         picture = image.convert("RGB")
-        pixels = [picture.getpixel((x, y)) for y in range(picture.height) for x in range(picture.width)]
+        ys = range(picture.height)[rows]
+        pixels = [picture.getpixel((x, y)) for y in ys for x in range(picture.width)]
     close = sum(all(abs(a - b) <= tolerance for a, b in zip(p, rgb, strict=True)) for p in pixels)
     return close / len(pixels)
 
@@ -259,5 +260,7 @@ def test_honest_scenes_with_packed_or_archived_textures_render(
     job = _job(devnet, outcome.hostile)
     assert job["status"] == "completed", outcome.run.output
     png = _result_png(devnet, job, tmp_path / "result.png")
-    # The textured plane covers the lower half of the frame in the texture's colour.
-    assert _share(png, tuple(outcome.built["expect_rgb"])) > 0.3
+    # The textured plane covers the lower half of the frame in the texture's colour, and only that half.
+    colour, half = tuple(outcome.built["expect_rgb"]), Image.open(png).height // 2
+    assert _share(png, colour, slice(half + 1, None)) > 0.9
+    assert _share(png, colour, slice(0, half - 1)) == 0

@@ -362,20 +362,6 @@ def test_secret_shows_when_the_path_is_followed(kind: str, tmp_path: Path) -> No
     assert share(frame, result["secret_rgb"]) > 0.9
 
 
-@pytest.mark.parametrize("kind", ["honest-packed", "honest-archive"])
-def test_honest_texture_shows_in_the_lower_half(kind: str, tmp_path: Path) -> None:
-    result, _, _ = build(kind, tmp_path)
-    blend = Path(result["asset"])
-    if kind == "honest-archive":
-        with zipfile.ZipFile(blend) as zf:
-            zf.extractall(tmp_path / "job")
-        blend = tmp_path / "job" / "project" / "scene.blend"
-    frame = render(blend, tmp_path / "frame.png")
-    width, height = frame.size
-    assert share(frame, result["expect_rgb"], (0, height // 2 + 1, width, height)) > 0.9
-    assert share(frame, result["expect_rgb"], (0, 0, width, height // 2 - 1)) == 0
-
-
 def test_the_older_kinds_keep_their_command_lines(tmp_path: Path) -> None:
     """``evil`` and ``no-camera`` take their own arguments (tests/test_render_safety.py uses them)."""
     marker_dir, outside = tmp_path / "markers", tmp_path / "outside"

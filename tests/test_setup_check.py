@@ -14,7 +14,10 @@ from .conftest import worker_env
 from .servers import serve_app
 from .test_worker_network import _evil_gateway
 
-NAMES = ["Backend", "Wallet key", "Render Blender", "IPFS API", "IPFS gateway"]
+NAMES = ["Backend", "Wallet key", "Render Blender", "Render sandbox", "IPFS API", "IPFS gateway"]
+# Pieces that cannot pass when another is broken: the gateway serves the probe the API stored, and the
+# sandbox is proven by starting the render Blender inside it.
+DEPENDENT = {"IPFS API": {"IPFS gateway"}, "Render Blender": {"Render sandbox"}}
 
 
 def _failed(env: dict[str, str]) -> dict[str, str]:
@@ -42,8 +45,7 @@ def test_a_broken_piece_is_named(devnet: Devnet, tmp_path: Path, broken: str, ch
     env.update({k: v.format(dead=free_port()) for k, v in change.items()})
     failed = _failed(env)
     assert broken in failed, failed
-    # A dead IPFS API also leaves the gateway without the probe; everything else stays green.
-    assert set(failed) - {broken, "IPFS gateway"} == set(), failed
+    assert set(failed) - {broken, *DEPENDENT.get(broken, ())} == set(), failed
 
 
 def test_backend_down_is_named(devnet: Devnet, tmp_path: Path) -> None:
@@ -59,3 +61,15 @@ def test_lying_gateway_is_named(devnet: Devnet, tmp_path: Path) -> None:
         failed = _failed(env)
     assert set(failed) == {"IPFS gateway"}, failed
     assert "does not match CID" in failed["IPFS gateway"]
+
+
+def test_renders_that_would_not_be_sandboxed_are_named(
+    devnet: Devnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No bwrap on PATH: renders would run unsandboxed, which the check flags unless set off on purpose."""
+    env = worker_env(devnet, tmp_path / "w")
+    monkeypatch.setenv("PATH", str(tmp_path))  # the render Blender here is this Python: an absolute path
+    failed = _failed(env)
+    assert set(failed) == {"Render sandbox"}, failed
+    assert "NOT sandboxed: bwrap is not installed" in failed["Render sandbox"]
+    assert "Render sandbox" not in _failed(env | {"RENDER_SANDBOX": "off"})

@@ -2,7 +2,8 @@
 
 Each check does the real thing on a small scale: the backend answers ``/health``; the IPFS API stores a
 fixed probe and the gateway serves it back with the right CID; the key signs a real challenge and the
-backend accepts it; the render Blender starts and reports its version. The same checks back the panel's
+backend accepts it; the render Blender starts and reports its version, and starts inside the OS sandbox
+(unless the operator turned that off). The same checks back the panel's
 button and, later, a ``doctor`` command.
 """
 
@@ -24,8 +25,9 @@ from .cid import cid_of_bytes
 from .config import WorkerConfig
 from .errors import WorkerError
 from .ipfs import IpfsClient
-from .render import blender_version, find_blender
+from .render import CHILD_SCRIPT, blender_version, find_blender
 from .retry import RetryPolicy
+from .sandbox import choose_sandbox
 from .transport import JsonTransport
 
 log = logging.getLogger("veriframe.worker")
@@ -78,6 +80,17 @@ def _blender(config: WorkerConfig) -> str:
     return blender_version(find_blender(config.blender_path))
 
 
+def _sandbox(config: WorkerConfig) -> str:
+    """Renders of strangers' scenes should run in the OS sandbox; saying "off" on purpose is fine too."""
+    command = find_blender(config.blender_path)
+    sandbox, said = choose_sandbox(
+        config.sandbox, command.executable, command.uses_bpy_module, CHILD_SCRIPT, command.version_argv()
+    )
+    if sandbox is None and config.sandbox != "off":
+        raise WorkerError(said)
+    return said
+
+
 def run_checks(
     config: WorkerConfig, on_result: Callable[[CheckResult], None] | None = None
 ) -> list[CheckResult]:
@@ -91,7 +104,12 @@ def run_checks(
         if on_result is not None:
             on_result(result)
 
-    for name, check in (("Backend", _backend), ("Wallet key", _key), ("Render Blender", _blender)):
+    for name, check in (
+        ("Backend", _backend),
+        ("Wallet key", _key),
+        ("Render Blender", _blender),
+        ("Render sandbox", _sandbox),
+    ):
         started = time.monotonic()
         try:
             record(name, True, check(config), started)
