@@ -17,6 +17,7 @@ STATE_ICONS = {
     "signing-in": "KEY_HLT",
     "polling": "VIEWZOOM",
     "idle": "TIME",
+    "waiting": "ERROR",
     "claiming": "HAND",
     "downloading": "IMPORT",
     "rendering": "RENDER_STILL",

@@ -22,6 +22,14 @@ import sys
 import traceback
 from typing import Any
 
+VARYING_METADATA = (
+    "use_stamp_date",
+    "use_stamp_time",
+    "use_stamp_render_time",
+    "use_stamp_filename",
+    "use_stamp_hostname",
+    "use_stamp_memory",
+)
 STATS_PATTERNS = (
     re.compile(r"Rendering (\d+) / (\d+) samples"),  # EEVEE
     re.compile(r"Sample (\d+)/(\d+)"),  # Cycles
@@ -256,6 +264,11 @@ def render(spec: dict[str, Any], reporter: Reporter) -> None:
     scene.render.image_settings.file_format = "PNG"
     scene.render.image_settings.color_mode = "RGBA"
     bpy.context.preferences.filepaths.temporary_directory = spec["tmp_dir"]
+    for field in VARYING_METADATA:
+        # The PNG's metadata would carry this machine's name, paths and clock: leaks, and a different
+        # CID for every render of the same frame (a resumed job must re-render to the same bytes).
+        if hasattr(scene.render, field):
+            setattr(scene.render, field, False)
     muted = mute_file_outputs(bpy)
 
     width = scene.render.resolution_x * scene.render.resolution_percentage // 100

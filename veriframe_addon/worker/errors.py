@@ -69,7 +69,11 @@ class RenderTimeout(RenderError):
     """The render ran past ``RENDER_TIMEOUT`` and its whole process group was killed."""
 
 
-class RenderCancelled(RenderError):
+class Cancelled(WorkerError):
+    """The operator stopped the worker mid-job ("Stop now"): the job stays claimed and resumable."""
+
+
+class RenderCancelled(RenderError, Cancelled):
     """The operator stopped the worker while a render was running."""
 
 

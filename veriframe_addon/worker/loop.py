@@ -23,11 +23,12 @@ from .asset import prepare_blend
 from .auth import AuthSession, StarkSigner
 from .cid import parse_cid
 from .config import WorkerConfig
-from .errors import AuthError, BackendError, InvalidCid, JobSettingsError, RenderCancelled, WorkerError
+from .errors import AuthError, BackendError, Cancelled, InvalidCid, JobSettingsError, RenderError, WorkerError
 from .ipfs import IpfsClient
 from .job_settings import ENGINES, RenderSettings, parse_render_settings
+from .job_state import JobState, JobStateStore
 from .journal import JobJournal
-from .render import CHILD_SCRIPT, BlenderRenderer, RenderResult, blender_version, find_blender
+from .render import CHILD_SCRIPT, BlenderRenderer, RenderResult, blender_version, find_blender, png_size
 from .retry import RetryPolicy
 from .sandbox import choose_sandbox
 from .transport import JsonTransport
@@ -44,7 +45,8 @@ class WorkerStatus:
     Frozen, because snapshots cross from the worker thread to Blender's main thread.
     """
 
-    # stopped, signing-in, polling, idle, claiming, downloading, rendering, uploading, reporting
+    # stopped, signing-in, polling, idle, waiting (for the backend), claiming, downloading, rendering,
+    # uploading, reporting
     state: str = "stopped"
     job_id: str | None = None
     asset_cid: str | None = None
@@ -74,6 +76,7 @@ class Worker:
         self.on_status = on_status
         self.status = WorkerStatus()
         self.journal = JobJournal(config.journal_path)
+        self.states = JobStateStore(config.data_dir / "job-state")
         transport = JsonTransport(config.backend_url, policy=RetryPolicy(), stop=self.stop)
         self.auth = AuthSession(transport, config.worker_address, StarkSigner(config.private_key))
         self.backend = BackendClient(transport, self.auth)
@@ -92,6 +95,8 @@ class Worker:
         self._skipped_unclaimed: set[str] = set()  # malformed jobs, logged once
         self._last_verified_check = 0.0
         self._blender_version = "unknown"
+        self._worker_id: object = None  # the backend's id of this worker (a job's ``worker_id``)
+        self._resumed = False
 
     # -- status ---------------------------------------------------------------------------------------
     def _publish(self, **changes: object) -> None:
@@ -142,6 +147,8 @@ class Worker:
         if self.backend.register(capabilities, hardware):
             log.info("[Worker] Registered worker %s with its public key", self.config.worker_address)
         worker = self.auth.sign_in()
+        if isinstance(worker, dict):
+            self._worker_id = worker.get("id")
         self._note_verification(worker)
         self._publish(last_error=None)
 
@@ -163,7 +170,7 @@ class Worker:
                 if not self.auth.signed_in:
                     self.connect()  # here, not before the loop: a backend that is down now may be up later
                 self.report_pending_results()
-                worked = self.poll_once()
+                worked = self.resume_unfinished() or self.poll_once()
                 consecutive_auth_failures = 0
             except AuthError as exc:
                 consecutive_auth_failures += 1
@@ -173,11 +180,16 @@ class Worker:
                     raise
                 worked = False
             except BackendError as exc:
-                self._publish(state="idle", last_error=str(exc))
-                log.error("[Worker] Backend error: %s", exc)
+                kept = len(self.journal.pending_results)
+                note = f"; {kept} finished result(s) kept to deliver when it is back" if kept else ""
+                self._publish(
+                    state="waiting", progress=None, last_error=f"Waiting for the backend: {exc}{note}"
+                )
+                log.error("[Worker] Waiting for the backend (%s)%s", exc, note)
                 worked = False
             if not worked:
-                self._publish(state="idle", job_id=None, asset_cid=None, progress=None)
+                if self.status.state != "waiting":
+                    self._publish(state="idle", job_id=None, asset_cid=None, progress=None)
                 idle.wait(self.config.poll_interval)
         self._publish(state="stopped", job_id=None, asset_cid=None, progress=None)
         return self.status.completed - completed_before
@@ -233,29 +245,49 @@ class Worker:
         return True
 
     # -- one job --------------------------------------------------------------------------------------
-    def process(self, job: Job, settings: RenderSettings) -> bool:
-        """Runs a claimed job to completion; True when the backend accepted the result."""
+    def process(self, job: Job, settings: RenderSettings, state: JobState | None = None) -> bool:
+        """Runs a claimed job to completion, from ``state`` when resuming; True when the backend accepted
+        the result. Each finished stage is recorded (``job_state``) before the next begins."""
         job_dir = self.config.jobs_dir / job.id
+        if state is None:
+            state = JobState(job.id, "claimed", job.asset_cid, job.reward, settings.to_json())
+            self.states.save(state)
         try:
-            render = self._produce(job, settings, job_dir)
-            self._publish(state="uploading", progress=None)
-            log.info("[Worker] Uploading render result to IPFS: %s", render.output)
-            result_cid = self.ipfs.upload(render.output)
-            log.info("[Worker] Upload successful. CID: %s", result_cid)
-            self.journal.record_result(job.id, result_cid)
-            self._publish(last_render=render.output, last_result_cid=result_cid)
-        except RenderCancelled as exc:
-            log.warning("[Worker] Job %s interrupted: %s", job.id, exc)
-            self._publish(last_error=f"Job {job.id} interrupted: {exc}")
-            return False
+            if not state.reached("downloaded"):
+                blend = self._fetch(job, job_dir)
+                state = state.at("downloaded", blend=str(blend))
+                self.states.save(state)
+            if not state.reached("rendered"):
+                render = self._render(job, settings, job_dir, Path(str(state.blend)))
+                state = state.at("rendered", render=_render_record(render))
+                self.states.save(state)
+            if not state.reached("uploaded"):
+                output = Path(str((state.render or {})["output"]))
+                png_size(output)  # a resumed render must still be there, and a PNG
+                self._publish(state="uploading", progress=None)
+                log.info("[Worker] Uploading render result to IPFS: %s", output)
+                result_cid = self.ipfs.upload(output)
+                log.info("[Worker] Upload successful. CID: %s", result_cid)
+                self.journal.record_result(job.id, result_cid)
+                state = state.at("uploaded", result_cid=result_cid)
+                self.states.save(state)
+                self._publish(last_render=output, last_result_cid=result_cid)
         except WorkerError as exc:
+            if isinstance(exc, Cancelled) or self.stop.is_set():
+                # Stopped by the operator: the job stays claimed, its record and files stay, and the next
+                # start resumes it from the last finished stage.
+                log.warning("[Worker] Job %s interrupted at stage %s: %s", job.id, state.stage, exc)
+                self._publish(last_error=f"Job {job.id} interrupted: {exc}")
+                return False
             self._fail(job.id, str(exc))
-            return False
-        finally:
             _remove_inputs(job_dir)
-        return self._report(job.id, result_cid, quality_score(render), job.reward)
+            return False
+        _remove_inputs(job_dir)
+        assert state.result_cid is not None
+        return self._report(job.id, state.result_cid, quality_score(state.render or {}), job.reward)
 
-    def _produce(self, job: Job, settings: RenderSettings, job_dir: Path) -> RenderResult:
+    def _fetch(self, job: Job, job_dir: Path) -> Path:
+        """Downloads and verifies the asset into a fresh job folder; returns the scene to render."""
         if job_dir.exists():
             shutil.rmtree(job_dir)
         job_dir.mkdir(parents=True)
@@ -276,6 +308,11 @@ class Worker:
         )
         blend = prepare_blend(download.path, job_dir / "scene", self.config.limits.max_unpacked_bytes)
         log.info("[Worker] Found blend file: %s", blend)
+        return blend
+
+    def _render(self, job: Job, settings: RenderSettings, job_dir: Path, blend: Path) -> RenderResult:
+        if not blend.is_file():
+            raise RenderError(f"the scene {blend} of a resumed job is gone; it cannot be rendered")
         log.info(
             "[Worker] Validating and rendering %s (%s, frame %d, %s)",
             blend.name,
@@ -306,6 +343,7 @@ class Worker:
 
     def _report(self, job_id: str, result_cid: str, quality: int, reward: int) -> bool:
         self._publish(state="reporting", progress=None)
+        log.info("[Worker] Reporting the result of job %s to the backend", job_id)
         try:
             self.backend.complete(job_id, result_cid, quality)
         except BackendError as exc:
@@ -317,6 +355,7 @@ class Worker:
             return self._settle_refused_report(job_id, result_cid, exc)
         log.info("[Worker] Successfully submitted result for job %s", job_id)
         self.journal.mark_completed(job_id)
+        self.states.remove(job_id)
         self._publish(completed=self.status.completed + 1, reward_total=self.status.reward_total + reward)
         log.info("[Worker] ✓ Successfully completed job %s", job_id)
         return True
@@ -330,12 +369,54 @@ class Worker:
         if job is not None and job.status == "completed" and job.raw.get("full_result_cid") == result_cid:
             log.info("[Worker] Job %s was already completed with this result", job_id)
             self.journal.mark_completed(job_id)
+            self.states.remove(job_id)
             self._publish(
                 completed=self.status.completed + 1, reward_total=self.status.reward_total + job.reward
             )
             return True
         self._fail(job_id, f"the backend refused the result: {exc.detail}")
         return False
+
+    def resume_unfinished(self) -> bool:
+        """Goes on with jobs this worker claimed before it was stopped or killed; True if one ran.
+
+        Runs once per ``run``. Results already uploaded are left to ``report_pending_results``. A job
+        the backend no longer has assigned to this worker (its lease expired, or it finished) is let go,
+        or recorded as completed when the backend shows it completed by this worker.
+        """
+        if self._resumed:
+            return False
+        self._resumed = True
+        resumed = False
+        for state in self.states.unfinished():
+            if self.stop.is_set():
+                break
+            if self.journal.is_finished(state.job_id) or state.job_id in self.journal.pending_results:
+                if self.journal.is_finished(state.job_id):
+                    self.states.remove(state.job_id)
+                continue
+            job = self.backend.get_job(state.job_id)
+            mine = _same_id(job.raw.get("worker_id"), self._worker_id)
+            if job.status == "completed" and mine:
+                log.info("[Worker] Job %s was completed by this worker before the restart", job.id)
+                self.journal.mark_completed(job.id)
+                self.states.remove(job.id)
+                continue
+            if job.status != "assigned" or not mine:
+                log.warning(
+                    "[Worker] Letting job %s go: it is %s and no longer assigned to this worker",
+                    job.id,
+                    job.status or "unknown",
+                )
+                self.states.remove(job.id)
+                _remove_inputs(self.config.jobs_dir / job.id)
+                continue
+            log.info("[Worker] Resuming job %s from stage '%s'", job.id, state.stage)
+            self._publish(job_id=job.id, asset_cid=job.asset_cid)
+            self._taken += 1
+            self.process(job, RenderSettings(**state.settings), state)
+            resumed = True
+        return resumed
 
     def report_pending_results(self) -> None:
         """Reports results that were uploaded but not yet accepted (after a crash or a backend outage)."""
@@ -346,6 +427,7 @@ class Worker:
     def _fail(self, job_id: str, reason: str) -> None:
         log.error("[Worker] ✗ Job %s failed: %s", job_id, reason)
         self.journal.mark_failed(job_id, reason)
+        self.states.remove(job_id)
         self._publish(failed=self.status.failed + 1, last_error=f"Job {job_id} failed: {reason}")
 
     # -- verification notice --------------------------------------------------------------------------
@@ -369,11 +451,26 @@ class Worker:
         self._note_verification(self.backend.me())
 
 
-def quality_score(result: RenderResult) -> int:
+def quality_score(render: dict) -> int:
     """The share of the requested samples actually rendered, 0-100 (100 when Blender reported none)."""
-    if result.samples_done is None or not result.samples_total:
+    done, total = render.get("samples_done"), render.get("samples_total")
+    if done is None or not total:
         return 100
-    return max(0, min(100, round(100 * result.samples_done / result.samples_total)))
+    return max(0, min(100, round(100 * done / total)))
+
+
+def _same_id(a: object, b: object) -> bool:
+    """UUIDs compare equal however they are spelled (with or without dashes, any case)."""
+    if a is None or b is None:
+        return False
+    return str(a).replace("-", "").lower() == str(b).replace("-", "").lower()
+
+
+def _render_record(result: RenderResult) -> dict:
+    """A render as the job record keeps it (JSON)."""
+    record = dataclasses.asdict(result)
+    record["output"] = str(result.output)
+    return record
 
 
 def _remove_inputs(job_dir: Path) -> None:

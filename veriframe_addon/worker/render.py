@@ -7,6 +7,7 @@ the job folder, and its own process group, so a timeout or a stop kills Blender 
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import logging
@@ -48,6 +49,7 @@ ENV_ALLOWLIST = (
 )
 ENV_PREFIX_ALLOWLIST = ("MESA_", "LIBGL_", "EGL_", "__EGL_", "__GLX_", "GALLIUM_", "OCIO")
 ProgressCallback = Callable[[float], None]
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Lines Blender prints on every headless render with Mesa's EGL: not the reason for anything.
 NOISE = ("EGL Error (0x3009)",)
 
@@ -200,6 +202,8 @@ class BlenderRenderer:
         self.shader_cache = shader_cache
         self.limits = limits or RenderLimits()
         self.sandbox = sandbox
+        # Looked up now: nothing that may take a lock (like dlopen) should run between fork and exec.
+        self._prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 
     @property
     def sandboxed(self) -> bool:
@@ -289,7 +293,7 @@ class BlenderRenderer:
             argv = self.sandbox.wrap(argv, writable=writable, cwd=job_dir)
         log.debug("[Worker] Starting render child: %s", " ".join(argv))
         popen_extra: dict = (
-            {"start_new_session": True, "preexec_fn": self._limit_memory}
+            {"start_new_session": True, "preexec_fn": self._prepare_child}
             if os.name == "posix"
             else {
                 "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
@@ -354,17 +358,21 @@ class BlenderRenderer:
                 reader.join(timeout=5)
         return events, tail, process.returncode
 
-    def _limit_memory(self) -> None:
-        """Runs in the forked child before exec: caps its data memory (heap and private mappings).
+    def _prepare_child(self) -> None:
+        """Runs in the forked child before exec: caps its data memory, and ties its life to the worker.
 
         RLIMIT_DATA rather than RLIMIT_AS: GL drivers and Blender reserve far more address space than
-        they ever touch, so an address-space cap would fail honest renders.
+        they ever touch, so an address-space cap would fail honest renders. On Linux the child also gets
+        SIGKILL when the worker dies (even by SIGKILL), so no orphaned render outlives it and races the
+        resumed job.
         """
         cap = self.limits.max_render_memory_mb * 1024 * 1024
         if cap > 0:
             import resource
 
             resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+        if self._prctl is not None:
+            self._prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     def _memory_hint(self, returncode: int | None, tail: deque[str]) -> str:
         """Why Blender may have died, when running out of memory under the cap is the likely cause."""

@@ -1,4 +1,6 @@
-"""Retries with exponential backoff and full jitter, for network errors and 5xx answers only.
+"""Retries with exponential backoff and full jitter, for network errors and 5xx/429 answers only.
+
+A ``Retry-After`` header on a 503 or 429 is honoured: the wait is at least what the server asked for.
 
 A 4xx is the server saying "no" to this request; repeating it changes nothing, so it is never retried.
 Jitter keeps many workers that lost the backend at the same moment from coming back in lockstep.
@@ -6,6 +8,8 @@ Jitter keeps many workers that lost the backend at the same moment from coming b
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import logging
 import random
 import threading
@@ -18,6 +22,7 @@ import requests
 log = logging.getLogger("veriframe.worker")
 
 T = TypeVar("T")
+MAX_RETRY_AFTER = 300.0  # a server asking for more than five minutes is treated as asking for five
 
 
 class _RetryableStatus(Exception):
@@ -37,6 +42,24 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max, base * 2**attempt)]."""
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (a number or an HTTP date), or None."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def is_retryable_status(status: int) -> bool:
@@ -83,6 +106,9 @@ def call_with_retries(
             if attempt + 1 >= policy.attempts:
                 raise
             delay = policy.delay(attempt)
+            asked = retry_after(exc.response) if isinstance(exc, _RetryableStatus) else None
+            if asked is not None:  # the server said when: wait that long (bounded), not less
+                delay = max(delay, min(asked, MAX_RETRY_AFTER))
             log.warning(
                 "[Worker] %s failed (%s); retry %d/%d in %.1fs",
                 what,

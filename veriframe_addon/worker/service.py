@@ -49,15 +49,23 @@ def serve(args: argparse.Namespace, make_config: Callable[[Path | None], WorkerC
         return EXIT_CONFIG
 
     stop = threading.Event()
+    stop_after_job = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
-        log.info("[Worker] %s received: stopping", signal.Signals(signum).name)
-        stop.set()
+        """The first SIGINT/SIGTERM lets the job in hand finish; a second one stops at once (the job
+        stays claimed and is resumed on the next start)."""
+        name = signal.Signals(signum).name
+        if stop_after_job.is_set():
+            log.info("[Worker] %s received again: stopping now", name)
+            stop.set()
+        else:
+            log.info("[Worker] %s received: stopping after the current job (send it again to stop now)", name)
+            stop_after_job.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         worker = Worker(config, stop=stop)
-        completed = worker.run(max_jobs=args.max_jobs)
+        completed = worker.run(max_jobs=args.max_jobs, stop_after_job=stop_after_job)
     except ConfigError as exc:
         log.error("[Worker] Configuration error: %s", exc)
         return EXIT_CONFIG

@@ -1,0 +1,264 @@
+"""A worker killed with SIGKILL at any stage of a job comes back and finishes it exactly once.
+
+Each test runs the real headless worker against a devnet, through a small in-test proxy that holds one
+chosen request (the asset download, the upload, or ``complete`` before or after the backend saw it) so
+the kill lands at a known stage. The worker is then started again without the proxy. It must end with
+the job completed once, with the same result CID a clean run gives (renders are deterministic: the PNG
+carries no date, host or path), and without taking any other job on the way.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+from fastapi import FastAPI, Request, Response
+
+from devnet.process import ROOT, Devnet
+from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
+
+from .conftest import run_worker, run_worker_until, worker_env
+from .processes import render_children
+from .servers import serve_app
+
+
+class HoldingProxy:
+    """Forwards everything to ``upstream``; holds requests whose path contains ``hold_path``.
+
+    ``when="before"`` holds before forwarding (upstream never sees it), ``"after"`` once upstream has
+    answered (the effect happened, the client never hears of it). ``reached`` is set when one is held.
+    """
+
+    def __init__(self, upstream: str, hold_path: str | None, when: str = "before", method: str = "") -> None:
+        self.upstream, self.hold_path, self.when, self.method = upstream.rstrip("/"), hold_path, when, method
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self.app = FastAPI()
+        self.app.add_api_route("/{path:path}", self.forward, methods=["GET", "POST", "PUT", "DELETE"])
+
+    def _hold(self, request: Request, stage: str) -> None:
+        held = self.hold_path and self.hold_path in request.url.path and self.when == stage
+        if held and (not self.method or request.method == self.method):
+            self.reached.set()
+            self.release.wait(60)
+
+    async def forward(self, path: str, request: Request) -> Response:
+        self._hold(request, "before")
+        headers = {k: v for k, v in request.headers.items() if k.lower() in {"authorization", "content-type"}}
+        answer = requests.request(
+            request.method,
+            f"{self.upstream}/{path}",
+            params=request.query_params,
+            data=await request.body(),
+            headers=headers,
+            timeout=60,
+        )
+        self._hold(request, "after")
+        keep = {k: v for k, v in answer.headers.items() if k.lower() in {"content-type", "x-content-length"}}
+        return Response(answer.content, status_code=answer.status_code, headers=keep)
+
+
+@contextmanager
+def proxied_env(env: dict[str, str], target: str, proxy: HoldingProxy) -> Iterator[dict]:
+    """``env`` with one of backend / IPFS API / gateway going through ``proxy``."""
+    with serve_app(proxy.app) as url:
+        overrides = {
+            "backend": {"BACKEND_API_URL": f"{url}/api/v1"},
+            "api": {"IPFS_API": url},
+            "gateway": {"IPFS_GATEWAY": f"{url}/ipfs", "IPFS_API": "http://127.0.0.1:9"},
+        }[target]
+        try:
+            yield env | overrides
+        finally:
+            proxy.release.set()
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "veriframe_addon", "--max-jobs", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def kill_when(process: subprocess.Popen[str], ready: threading.Event | None, line: str | None) -> str:
+    """SIGKILLs the worker once ``ready`` is set or its log shows ``line``; returns its log."""
+    assert process.stdout is not None
+    seen: list[str] = []
+    if line is not None:
+        for text in process.stdout:
+            seen.append(text)
+            if line in text:
+                break
+    else:
+        assert ready is not None and ready.wait(120), "the worker never reached the held request"
+    process.send_signal(signal.SIGKILL)
+    rest, _ = process.communicate(timeout=30)
+    return "".join(seen) + rest
+
+
+def _job(devnet: Devnet, job_id: str) -> dict:
+    return requests.get(f"{devnet.backend_url}/jobs/{job_id}", timeout=10).json()
+
+
+def _submit(devnet: Devnet, blend: Path) -> str:
+    return devnet.cli("submit", str(blend), "--settings", '{"samples": 1}').strip()
+
+
+@pytest.fixture(scope="module")
+def clean_cid(tmp_path_factory: pytest.TempPathFactory, sample_blend: Path) -> str:
+    """The result CID of the sample job rendered by an uninterrupted worker."""
+    from devnet.process import running_devnet
+
+    root = tmp_path_factory.mktemp("clean")
+    with running_devnet(root / "devnet") as net:
+        job = _submit(net, sample_blend)
+        run = run_worker(worker_env(net, root / "worker"), "--max-jobs", "1")
+        assert run.returncode == 0, run.output
+        return _job(net, job)["full_result_cid"]
+
+
+KILL_POINTS = {
+    # stage: (which connection goes through the proxy, path held, before/after upstream, method)
+    "download": ("gateway", "/ipfs/", "before", "GET"),
+    "upload": ("api", "/api/v0/add", "before", "POST"),
+    "before-complete": ("backend", "/complete", "before", "POST"),
+    "during-complete": ("backend", "/complete", "after", "POST"),
+}
+
+
+@pytest.mark.parametrize("point", [*KILL_POINTS, "render"])
+def test_sigkill_at_any_stage_then_restart_completes_the_job_exactly_once(
+    point: str, devnet: Devnet, sample_blend: Path, clean_cid: str, tmp_path: Path
+) -> None:
+    job_id = _submit(devnet, sample_blend)
+    decoy = _submit(devnet, sample_blend)  # on offer too: the restart must finish its own job first
+    data_dir = tmp_path / "worker"
+    env = worker_env(devnet, data_dir)  # one wallet for both runs: the restart is the same worker
+
+    if point == "render":
+        process = start_worker(env)
+        first = kill_when(process, None, "Rendering job")
+        deadline = time.monotonic() + 10
+        while render_children(data_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert render_children(data_dir) == [], "the render child outlived the killed worker"
+    else:
+        target, path, when, method = KILL_POINTS[point]
+        upstream = {
+            "backend": devnet.backend_url.removesuffix("/api/v1"),
+            "api": api_url_from_multiaddr(devnet.env["IPFS_API"]),
+            "gateway": devnet.env["IPFS_GATEWAY"].removesuffix("/ipfs"),
+        }[target]
+        proxy = HoldingProxy(upstream, path, when, method)
+        with proxied_env(env, target, proxy) as through_proxy:
+            first = kill_when(start_worker(through_proxy), proxy.reached, None)
+    assert f"Successfully claimed job {job_id}" in first, first
+    assert "Successfully completed" not in first
+    if point == "during-complete":
+        assert _job(devnet, job_id)["status"] == "completed"  # the backend took it; the worker never heard
+
+    again = run_worker(env, "--max-jobs", "1")
+    assert again.returncode == 0, again.output
+    job = _job(devnet, job_id)
+    assert job["status"] == "completed" and job["full_result_cid"] == clean_cid, again.output
+    # The restart finished its own job before it took any other.
+    out = again.output
+    done_at = max(out.find(f"Successfully completed job {job_id}"), out.find(f"Job {job_id} was already"))
+    decoy_at = out.find(f"Successfully claimed job {decoy}")
+    assert done_at != -1 and (decoy_at == -1 or decoy_at > done_at), out
+    journal = json.loads((data_dir / "completed_jobs.json").read_text())
+    assert journal["completed_jobs"][0] == job_id and journal["completed_jobs"].count(job_id) == 1
+    assert journal["pending_results"] == {}
+    assert not (data_dir / "job-state" / f"{job_id}.json").exists()
+    resumed = {
+        "download": "Resuming job",
+        "render": "Resuming job",
+        "upload": "Resuming job",
+        "before-complete": f"Reporting earlier result of job {job_id}",
+        "during-complete": "was already completed with this result",
+    }[point]
+    assert resumed in again.output, again.output
+    if point in {"render", "upload"}:
+        # The verified download (and, after a render, the PNG) was reused, not fetched again.
+        assert "Downloading asset CID" not in again.output
+    if point == "upload":
+        assert "Validating and rendering" not in again.output
+
+
+def test_stop_now_leaves_the_job_claimed_and_the_next_start_resumes_it(
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
+) -> None:
+    """Two SIGTERMs: the first asks to finish the job in hand, the second stops at once."""
+    # 64 samples: a render long enough (seconds) that the second signal surely lands during it.
+    job_id = devnet.cli("submit", str(sample_blend), "--settings", '{"samples": 64}').strip()
+    data_dir = tmp_path / "worker"
+    env = worker_env(devnet, data_dir)
+    process = start_worker(env)
+    assert process.stdout is not None
+    log: list[str] = []
+    for line in process.stdout:
+        log.append(line)
+        if "Rendering job" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # two signals sent at once would merge into one
+    process.send_signal(signal.SIGTERM)
+    rest, _ = process.communicate(timeout=60)
+    output = "".join(log) + rest
+    assert process.returncode == 0, output
+    assert "stopping now" in output and f"Job {job_id} interrupted" in output
+    assert _job(devnet, job_id)["status"] == "assigned"
+    state = json.loads((data_dir / "job-state" / f"{job_id}.json").read_text())
+    assert state["stage"] == "downloaded"
+
+    again = run_worker(env, "--max-jobs", "1")
+    assert again.returncode == 0, again.output
+    assert "Resuming job" in again.output and "Downloading asset CID" not in again.output
+    assert _job(devnet, job_id)["status"] == "completed"
+
+
+def test_one_sigterm_finishes_the_job_in_hand(devnet: Devnet, sample_blend: Path, tmp_path: Path) -> None:
+    job_id = _submit(devnet, sample_blend)
+    process = start_worker(worker_env(devnet, tmp_path / "worker"))
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "Rendering job" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    assert "stopping after the current job" in output
+    assert f"✓ Successfully completed job {job_id}" in output
+    assert _job(devnet, job_id)["status"] == "completed"
+
+
+def test_a_job_lost_while_stopped_is_let_go(devnet: Devnet, sample_blend: Path, tmp_path: Path) -> None:
+    """The record says claimed, but the backend gave the job to someone else meanwhile: drop it."""
+    job_id = _submit(devnet, sample_blend)
+    data_dir = tmp_path / "worker"
+    env = worker_env(devnet, data_dir)
+    kill_when(start_worker(env), None, "Rendering job")
+    other = worker_env(devnet, tmp_path / "other")
+    # The devnet's own database stands in for a backend whose lease on the job ran out.
+    import sqlite3
+
+    with sqlite3.connect(devnet.data / "backend.sqlite3") as db:
+        db.execute("UPDATE jobs SET status='open', worker_id=NULL, assigned_at=NULL")
+    assert run_worker(other, "--max-jobs", "1").returncode == 0
+    again = run_worker_until(env, "Found 0 available jobs", 1)
+    assert f"Letting job {job_id} go: it is completed and no longer assigned to this worker" in again.output
+    assert not (data_dir / "job-state" / f"{job_id}.json").exists()
+    assert not (data_dir / "jobs" / job_id / "scene").exists()
