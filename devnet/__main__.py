@@ -1,6 +1,7 @@
 """The local VeriFrame network, from the command line.
 
     python -m devnet serve [--data DIR] [--backend-port 8000] [--ipfs-port 5001] [--gateway-port 8080]
+                           [--access-ttl SECONDS] [--job-lease SECONDS]
     python -m devnet worker-key            # new Stark key pair, registered and verified; prints env lines
     python -m devnet submit FILE [--settings JSON] [--reward WEI]   # adds FILE to IPFS, creates a job
     python -m devnet jobs                  # status and result CID of every job
@@ -35,6 +36,14 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data or os.environ.get("DEVNET_DATA") or DEFAULT_DATA).resolve()
 
 
+def _seconds(text: str) -> float:
+    """argparse type for a duration: a non-negative number of seconds."""
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
+    return value
+
+
 def env_lines(host: str, backend_port: int, ipfs_port: int, gateway_port: int) -> list[str]:
     return [
         f"BACKEND_API_URL=http://{host}:{backend_port}/api/v1",
@@ -55,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     admin = ensure_admin(data)
     store = BlockStore(data / "ipfs")
     apps = [
-        (create_backend_app(data, access_ttl=args.access_ttl), args.backend_port),
+        (create_backend_app(data, access_ttl=args.access_ttl, job_lease=args.job_lease), args.backend_port),
         (create_rpc_app(store), args.ipfs_port),
         (create_gateway_app(store), args.gateway_port),
     ]
@@ -192,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--ipfs-port", type=int, default=5001)
     serve.add_argument("--gateway-port", type=int, default=8080)
     serve.add_argument("--access-ttl", type=int, default=3600, help="access token lifetime in seconds")
+    serve.add_argument(
+        "--job-lease",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="reopen an assigned job its worker has not completed within SECONDS (default 0: never)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     for name, func, helptext in (

@@ -5,6 +5,11 @@ where the deployed one is lax, so a worker that passes here also passes there: c
 and expire, Stark signatures are verified against the registered public key, and ``assign``/``complete``
 require the worker's own Bearer token. A claim is one conditional UPDATE, so two racing workers can never
 both win a job.
+
+With a job lease (``job_lease`` seconds, 0 = none), an assigned job its worker has not completed in time goes
+back to ``open`` for another worker. Leases are expired lazily, at the start of every job request and in the
+same write transaction, so no background thread is needed and a just-expired job is still claimed by one
+worker only. A ``complete`` from a worker that held the job but lost it answers 409.
 """
 
 import hashlib
@@ -14,8 +19,8 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -47,6 +52,7 @@ from devnet.models import (
     JobCompletion,
     JobCreate,
     JobResponse,
+    LeaseExpiry,
     RefreshRequest,
     RefreshResponse,
     Worker,
@@ -224,6 +230,73 @@ def _find_worker(session: Session, address: str) -> Worker | None:
     return session.scalar(select(Worker).where(Worker.address == address))
 
 
+# ------------------------------------------------------------------------------------------------ leases
+
+
+def expire_leases(session: Session, lease_s: float) -> None:
+    """Reopen every job assigned more than ``lease_s`` ago (no-op when 0), recording whose lease it was.
+
+    Runs inside the caller's write transaction (``BEGIN IMMEDIATE`` holds SQLite's write lock), so the
+    SELECT and the UPDATE see the same rows and no claim can slip in between. It must run before the caller
+    loads any ``Job``: the bulk UPDATE does not refresh objects already in the session.
+    """
+    if lease_s <= 0:
+        return
+    now = utcnow()
+    overdue = (Job.status == JOB_ASSIGNED, Job.assigned_at < now - timedelta(seconds=lease_s))
+    rows = session.execute(select(Job.id, Job.worker_id, Job.assigned_at).where(*overdue)).all()
+    if not rows:
+        return
+    session.execute(
+        update(Job)
+        .where(*overdue)
+        .values(status=JOB_OPEN, worker_id=None, assigned_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    for job_id, worker_id, assigned_at in rows:
+        session.add(
+            LeaseExpiry(
+                job_id=job_id, worker_id=worker_id, assigned_at=assigned_at, expired_at=now, lease_s=lease_s
+            )
+        )
+        logger.info("job %s lease expired after %g s; back to open", job_id, lease_s)
+
+
+def _lost_lease(session: Session, job_id: str, worker_id: str) -> LeaseExpiry | None:
+    """The latest lease this worker held on this job and lost, if any."""
+    return session.scalar(
+        select(LeaseExpiry)
+        .where(LeaseExpiry.job_id == job_id, LeaseExpiry.worker_id == worker_id)
+        .order_by(LeaseExpiry.id.desc())
+        .limit(1)
+    )
+
+
+def _completion_refusal(session: Session, job: Job, worker: Worker) -> HTTPException | None:
+    """Why ``worker`` may not complete ``job`` now (``None`` when it may).
+
+    409 only for "you held it but lost it", so a worker can tell a lost lease from its own mistake; a job
+    never assigned keeps the contract's 400, and a repeat from the worker that completed it stays a 400 too
+    (the worker then reads the job and finds its own result there).
+    """
+    if job.status == JOB_ASSIGNED and job.worker_id == worker.id:
+        return None
+    lost = _lost_lease(session, job.id, worker.id) if job.worker_id != worker.id else None
+    if lost is not None:
+        expired = f"its lease expired after {lost.lease_s:g} s"
+        not_yours = "Job is not assigned to this worker"
+        if job.status == JOB_COMPLETED:
+            detail = f"Job was already completed by another worker ({expired})"
+        elif job.status == JOB_ASSIGNED:
+            detail = f"{not_yours} ({expired} and it is now assigned to another worker)"
+        else:
+            detail = f"{not_yours} ({expired} and it was reopened)"
+        return HTTPException(status_code=409, detail=detail)
+    if job.worker_id is not None and job.worker_id != worker.id:
+        return HTTPException(status_code=403, detail="Job is assigned to another worker")
+    return HTTPException(status_code=400, detail="Job is not in assigned status")
+
+
 # ---------------------------------------------------------------------------------------------- the app
 
 
@@ -232,6 +305,7 @@ class BackendState:
     sessions: sessionmaker[Session]
     tokens: TokenIssuer
     challenge_ttl: int
+    job_lease: float
 
 
 def create_backend_app(
@@ -240,14 +314,22 @@ def create_backend_app(
     access_ttl: int = 3600,
     refresh_ttl: int = 7 * 24 * 3600,
     challenge_ttl: int = 300,
+    job_lease: float = 0,
 ) -> FastAPI:
-    """Build the app over ``data_dir`` (created if needed; holds the DB and the JWT secret)."""
+    """Build the app over ``data_dir`` (created if needed; holds the DB and the JWT secret).
+
+    ``job_lease`` is how many seconds a worker may hold an assigned job before it is reopened; 0 means
+    forever, as the deployed backend behaves.
+    """
+    if job_lease < 0:
+        raise ValueError(f"job_lease must be >= 0 seconds, not {job_lease}")
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_database(data_dir / DB_FILE)
     state = BackendState(
         sessions=sessionmaker(engine, expire_on_commit=False),
         tokens=TokenIssuer(load_jwt_secret(data_dir), access_ttl, refresh_ttl),
         challenge_ttl=challenge_ttl,
+        job_lease=job_lease,
     )
 
     @asynccontextmanager
@@ -466,6 +548,25 @@ def _worker_routes(state: BackendState, bearer: Callable[..., TokenClaims]) -> A
     return router
 
 
+@contextmanager
+def _jobs_transaction(state: BackendState) -> Iterator[Session]:
+    """A write transaction over the jobs that starts by expiring overdue leases.
+
+    A refusal (``HTTPException``) raised inside still commits before it propagates, so the reopenings that
+    informed it are kept rather than redone (and logged again) by the next request. Handlers only refuse
+    before writing anything of their own.
+    """
+    refusal: HTTPException | None = None
+    with state.sessions.begin() as session:
+        expire_leases(session, state.job_lease)
+        try:
+            yield session
+        except HTTPException as exc:
+            refusal = exc
+    if refusal is not None:
+        raise refusal
+
+
 def _job_routes(state: BackendState, bearer: Callable[..., TokenClaims]) -> APIRouter:
     router = APIRouter()
 
@@ -488,7 +589,7 @@ def _job_routes(state: BackendState, bearer: Callable[..., TokenClaims]) -> APIR
         if min_reward is not None:
             query = query.where(Job.reward_amount >= min_reward)
         query = query.order_by(Job.created_at, Job.chain_job_id).offset(skip).limit(limit)
-        with state.sessions() as session:
+        with _jobs_transaction(state) as session:
             return [JobResponse.model_validate(job) for job in session.scalars(query)]
 
     @router.post("/", response_model=JobResponse)
@@ -522,7 +623,7 @@ def _job_routes(state: BackendState, bearer: Callable[..., TokenClaims]) -> APIR
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> list[JobResponse]:
         query = select(Job).where(Job.status == JOB_OPEN)
-        with state.sessions() as session:
+        with _jobs_transaction(state) as session:
             if worker_address is not None:
                 worker = _find_worker(session, worker_address)
                 if worker is None or not worker.verified or not worker.active:
@@ -533,7 +634,7 @@ def _job_routes(state: BackendState, bearer: Callable[..., TokenClaims]) -> APIR
 
     @router.get("/{job_id}", response_model=JobResponse)
     def get_job(job_id: str) -> JobResponse:
-        with state.sessions() as session:
+        with _jobs_transaction(state) as session:
             return JobResponse.model_validate(_load_job(session, job_id))
 
     @router.post("/{job_id}/assign", response_model=JobResponse)
@@ -542,7 +643,7 @@ def _job_routes(state: BackendState, bearer: Callable[..., TokenClaims]) -> APIR
     ) -> JobResponse:
         if claims.address != body.worker_address:
             raise HTTPException(status_code=403, detail="Token does not belong to worker_address")
-        with state.sessions.begin() as session:
+        with _jobs_transaction(state) as session:
             job = _load_job(session, job_id)
             worker = _find_worker(session, body.worker_address)
             if worker is None:
@@ -575,13 +676,15 @@ def _job_routes(state: BackendState, bearer: Callable[..., TokenClaims]) -> APIR
     ) -> JobResponse:
         if body.worker_address is not None and body.worker_address != claims.address:
             raise HTTPException(status_code=403, detail="Token does not belong to worker_address")
-        with state.sessions.begin() as session:
+        with _jobs_transaction(state) as session:
             job = _load_job(session, job_id)
             worker = _find_worker(session, claims.address)
             if worker is None:
                 raise HTTPException(status_code=404, detail="Worker not found")
-            if job.worker_id is not None and job.worker_id != worker.id:
-                raise HTTPException(status_code=403, detail="Job is assigned to another worker")
+            refusal = _completion_refusal(session, job, worker)
+            if refusal is not None:
+                logger.info("completion of job %s by %s refused: %s", job_id, claims.address, refusal.detail)
+                raise refusal
             done = session.execute(
                 update(Job)
                 .where(Job.id == job.id, Job.status == JOB_ASSIGNED, Job.worker_id == worker.id)

@@ -2,7 +2,8 @@
 
 Both halves live here because they must agree field for field: ``Worker`` and ``Job`` hold exactly the
 fields of the published ``WorkerResponse`` and ``JobResponse`` schemas, and the pydantic models mirror the
-published OpenAPI components (same names, types and defaults) so FastAPI serves the same contract.
+published OpenAPI components (same names, types and defaults) so FastAPI serves the same contract. What the
+devnet needs beyond the contract (challenges, expired job leases) lives in tables of its own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Engine,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -161,6 +163,24 @@ class Challenge(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     used: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class LeaseExpiry(Base):
+    """One assignment that ran past its lease and was reopened.
+
+    Kept apart from ``jobs`` (whose row is reset to ``open`` with no worker) so a late ``complete`` can still
+    be told "you held this job but lost it" rather than "this job was never assigned"; a table of its own
+    also appears in an existing data folder, where a new column would not.
+    """
+
+    __tablename__ = "lease_expiries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.id"))
+    assigned_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expired_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    lease_s: Mapped[float] = mapped_column(Float)
 
 
 def open_database(path: Path) -> Engine:

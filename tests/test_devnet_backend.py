@@ -22,7 +22,8 @@ import requests
 from jsonschema import Draft202012Validator, FormatChecker
 
 from devnet.backend import create_backend_app, ensure_admin
-from devnet.keys import StarkKeyPair, new_keypair, sign
+from devnet.keys import StarkKeyPair, load_keypair, new_keypair, sign
+from devnet.process import running_devnet
 
 from .servers import serve_app
 
@@ -37,6 +38,11 @@ ERROR_SCHEMA = {
     "properties": {"detail": {"type": "string", "minLength": 1}},
 }
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+OTHER_CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+# Jobs in the lease tests are held for LEASE_S, then left alone for LEASE_WAIT_S: safely past the lease.
+LEASE_S = 1
+LEASE_WAIT_S = 1.5
+LOG_WAIT_S = 5.0
 
 _chain_ids = count(1000)
 
@@ -246,13 +252,13 @@ def claim_at_once(api: Api, job_id: str, racers: list[Racer]) -> dict[str, reque
 
 @pytest.fixture
 def start_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Backend]]:
-    """Start a devnet backend (fresh data dir, optional ttl overrides) that lives until the test ends."""
+    """Start a devnet backend (fresh data dir, optional ttl or lease overrides) until the test ends."""
     with ExitStack() as stack:
 
-        def start(**ttls: int) -> Backend:
+        def start(**options: float) -> Backend:
             data_dir = tmp_path_factory.mktemp("backend")
             admin = ensure_admin(data_dir)
-            api = Api(stack.enter_context(serve_app(create_backend_app(data_dir, **ttls))))
+            api = Api(stack.enter_context(serve_app(create_backend_app(data_dir, **options))))
             return Backend(api=api, admin=admin, admin_token=sign_in(api, admin)["access_token"])
 
         yield start
@@ -504,3 +510,116 @@ def test_two_workers_racing_for_one_job(backend: Backend) -> None:
                 assert response.json()["detail"] == "Job is not available for assignment"
         stored = get_job(api, job["id"])
         assert (stored["status"], stored["worker_id"]) == ("assigned", ids[winner])
+
+
+# ---------------------------------------------------------------------------------------------- leases
+
+
+def _job_ids(jobs: list[dict[str, Any]]) -> list[str]:
+    return [job["id"] for job in jobs]
+
+
+def test_expired_lease_reopens_job_and_refuses_late_complete(start_backend: Callable[..., Backend]) -> None:
+    backend = start_backend(job_lease=LEASE_S)
+    api = backend.api
+    (alice, alice_token), (bob, bob_token), (_carol, carol_token) = (new_worker(backend) for _ in range(3))
+    bob_id = get_worker(api, bob.address)["id"]
+    job = create_job(backend)
+    assign(api, job["id"], alice.address, alice_token, 200)
+    assert job["id"] not in _job_ids(available(api))
+
+    time.sleep(LEASE_WAIT_S)
+    assert job["id"] in _job_ids(available(api, bob.address))
+    reopened = get_job(api, job["id"])
+    assert (reopened["status"], reopened["worker_id"], reopened["assigned_at"]) == ("open", None, None)
+    assert job["id"] in _job_ids(api.call("GET", f"{API}/jobs/", 200, params={"status": "open"}))
+    late = complete(api, job["id"], alice_token, 409, worker_address=alice.address)["detail"]
+    assert late == "Job is not assigned to this worker (its lease expired after 1 s and it was reopened)"
+
+    # Bob completes right after claiming, well inside his own lease.
+    assert assign(api, job["id"], bob.address, bob_token, 200)["worker_id"] == bob_id
+    late = complete(api, job["id"], alice_token, 409)["detail"]
+    assert late == (
+        "Job is not assigned to this worker"
+        " (its lease expired after 1 s and it is now assigned to another worker)"
+    )
+    bobs_result = {"result_cid_part1": OTHER_CID[:31], "result_cid_part2": OTHER_CID[31:]}
+    done = complete(api, job["id"], bob_token, 200, worker_address=bob.address, **bobs_result)
+    assert (done["status"], done["full_result_cid"], done["worker_id"]) == ("completed", OTHER_CID, bob_id)
+
+    late = complete(api, job["id"], alice_token, 409)["detail"]
+    assert late == "Job was already completed by another worker (its lease expired after 1 s)"
+    # The cases without a lost lease keep their answers: Bob's repeat (the worker then reads the job and
+    # finds its own result) and Carol, who never held the job.
+    repeat = complete(api, job["id"], bob_token, 400, **bobs_result)["detail"]
+    assert repeat == "Job is not in assigned status"
+    assert complete(api, job["id"], carol_token, 403)["detail"] == "Job is assigned to another worker"
+
+    time.sleep(LEASE_WAIT_S)  # a completed job has no lease to lose
+    stored = get_job(api, job["id"])
+    assert (stored["status"], stored["full_result_cid"]) == ("completed", OTHER_CID)
+    assert stored["worker_id"] == bob_id
+    assert get_worker(api, alice.address)["jobs_completed"] == 0
+    assert get_worker(api, bob.address)["jobs_completed"] == 1
+
+
+def test_without_lease_an_assigned_job_stays_assigned(backend: Backend) -> None:
+    api = backend.api
+    worker, token = new_worker(backend)
+    job = create_job(backend)
+    claimed = assign(api, job["id"], worker.address, token, 200)
+
+    time.sleep(LEASE_WAIT_S)
+    assert job["id"] not in _job_ids(available(api))
+    stored = get_job(api, job["id"])
+    assert (stored["status"], stored["worker_id"], stored["assigned_at"]) == (
+        "assigned",
+        claimed["worker_id"],
+        claimed["assigned_at"],
+    )
+    assert complete(api, job["id"], token, 200)["status"] == "completed"
+
+
+def test_racing_for_a_just_expired_job(start_backend: Callable[..., Backend]) -> None:
+    backend = start_backend(job_lease=LEASE_S)
+    api = backend.api
+    holder, holder_token = new_worker(backend)
+    racers = [new_worker(backend) for _ in range(10)]
+    ids = {kp.address: get_worker(api, kp.address)["id"] for kp, _ in racers}
+    job = create_job(backend)
+    assign(api, job["id"], holder.address, holder_token, 200)
+
+    # Nothing reads the jobs meanwhile, so the lease is expired by one of the racing claims themselves.
+    time.sleep(LEASE_WAIT_S)
+    responses = claim_at_once(api, job["id"], racers)
+    assert len(responses) == len(racers), "a claim did not return"
+    statuses = sorted(r.status_code for r in responses.values())
+    assert statuses == [200] + [400] * (len(racers) - 1), statuses
+    winner = next(address for address, r in responses.items() if r.status_code == 200)
+    template = f"{API}/jobs/{{job_id}}/assign"
+    for address, response in responses.items():
+        api.expect(response, "POST", template, response.status_code)
+        if address != winner:
+            assert response.json()["detail"] == "Job is not available for assignment"
+    stored = get_job(api, job["id"])
+    assert (stored["status"], stored["worker_id"]) == ("assigned", ids[winner])
+    assert "now assigned to another worker" in complete(api, job["id"], holder_token, 409)["detail"]
+
+
+def test_serve_job_lease_flag(tmp_path: Path) -> None:
+    """``python -m devnet serve --job-lease`` reaches the backend, and each reopening is logged."""
+    with running_devnet(tmp_path / "devnet", extra_args=("--job-lease", str(LEASE_S))) as devnet:
+        api = Api(devnet.backend_url.removesuffix(API))
+        admin = load_keypair(devnet.data / "admin.json")
+        backend = Backend(api=api, admin=admin, admin_token=sign_in(api, admin)["access_token"])
+        worker, token = new_worker(backend)
+        job = create_job(backend)
+        assign(api, job["id"], worker.address, token, 200)
+        time.sleep(LEASE_WAIT_S)
+        assert get_job(api, job["id"])["status"] == "open"
+
+        expected = f"job {job['id']} lease expired after 1 s; back to open"
+        deadline = time.monotonic() + LOG_WAIT_S
+        while not any(expected in line for line in devnet.log_lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any(expected in line for line in devnet.log_lines), "\n".join(devnet.log_lines[-20:])

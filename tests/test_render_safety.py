@@ -6,7 +6,9 @@ Everything here renders with real Blender (the ``bpy`` module in a child process
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -15,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from devnet.process import ROOT
+from devnet.process import ROOT, Devnet
 from veriframe_addon.worker.errors import RenderCancelled, RenderError, RenderTimeout, SceneRejected
 from veriframe_addon.worker.job_settings import RenderSettings
 from veriframe_addon.worker.limits import RenderLimits
 from veriframe_addon.worker.render import BlenderRenderer, find_blender
 
-from .processes import pids_with
+from .conftest import run_worker, worker_env
+from .processes import pids_with, render_children
 
 HOSTILE = Path(__file__).resolve().parent / "hostile_scenes.py"
 
@@ -152,3 +155,38 @@ def test_render_over_the_memory_cap_fails_naming_the_cap(sample_blend: Path, tmp
     with pytest.raises(RenderError, match=r"out of memory under the 600 MB cap, MAX_RENDER_MEMORY_MB"):
         renderer.render(sample_blend, job_dir, RenderSettings(samples=1))
     assert pids_with(str(job_dir / "render_spec.json")) == []
+
+
+def test_a_crashed_and_a_hung_render_fail_their_jobs_and_the_worker_goes_on(
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
+) -> None:
+    """A Blender child killed by SIGSEGV, then one that runs past RENDER_TIMEOUT: both jobs fail with a
+    clear reason, no child is left, and the same worker completes the next job."""
+    crash = devnet.cli("submit", str(sample_blend), "--settings", '{"samples": 512}').strip()
+    hang = devnet.cli("submit", str(sample_blend), "--settings", '{"samples": 4096}').strip()
+    good = devnet.cli("submit", str(sample_blend), "--settings", '{"samples": 1}').strip()
+    data_dir = tmp_path / "worker"
+    env = worker_env(devnet, data_dir, RENDER_TIMEOUT="20")
+
+    def segfault_first_render() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            children = pids_with("render_child.py", crash)
+            if children:
+                time.sleep(1.0)  # let it get going
+                for pid in children:
+                    os.kill(pid, signal.SIGSEGV)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=segfault_first_render)
+    killer.start()
+    run = run_worker(env, "--max-jobs", "3")
+    killer.join()
+
+    assert run.returncode == 0, run.output
+    failed = json.loads((data_dir / "completed_jobs.json").read_text())["failed_jobs"]
+    assert "Blender crashed (SIGSEGV) without a render" in failed[crash], failed
+    assert "ran past the 20s limit (RENDER_TIMEOUT) and was killed" in failed[hang], failed
+    assert f"✓ Successfully completed job {good}" in run.output
+    assert render_children(data_dir) == []

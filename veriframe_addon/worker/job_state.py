@@ -39,11 +39,14 @@ class JobState:
     blend: str | None = None  # stage downloaded: the scene to render
     render: dict[str, Any] | None = None  # stage rendered: the PNG and what Blender reported
     result_cid: str | None = None  # stage uploaded
+    attempts: int = 0  # tries of the next stage that failed for want of IPFS
 
     def at(self, stage: str, **changes: Any) -> JobState:
+        """This job at ``stage``; reaching a new stage starts its count of failed tries afresh."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}")
-        return JobState(**{**asdict(self), **changes, "stage": stage})
+        fresh = {"attempts": 0} if stage != self.stage else {}
+        return JobState(**{**asdict(self), **fresh, **changes, "stage": stage})
 
     def reached(self, stage: str) -> bool:
         return STAGES.index(self.stage) >= STAGES.index(stage)

@@ -23,7 +23,17 @@ from .asset import prepare_blend
 from .auth import AuthSession, StarkSigner
 from .cid import parse_cid
 from .config import WorkerConfig
-from .errors import AuthError, BackendError, Cancelled, InvalidCid, JobSettingsError, RenderError, WorkerError
+from .errors import (
+    AuthError,
+    BackendError,
+    Cancelled,
+    ContentMismatch,
+    InvalidCid,
+    IpfsError,
+    JobSettingsError,
+    RenderError,
+    WorkerError,
+)
 from .ipfs import IpfsClient
 from .job_settings import ENGINES, RenderSettings, parse_render_settings
 from .job_state import JobState, JobStateStore
@@ -36,6 +46,7 @@ from .transport import JsonTransport
 log = logging.getLogger("veriframe.worker")
 
 UNVERIFIED_RECHECK_SECONDS = 60.0
+MAX_TRANSIENT_ATTEMPTS = 5  # tries of one stage while IPFS fails, before the job is given up
 
 
 @dataclass(frozen=True)
@@ -96,7 +107,7 @@ class Worker:
         self._last_verified_check = 0.0
         self._blender_version = "unknown"
         self._worker_id: object = None  # the backend's id of this worker (a job's ``worker_id``)
-        self._resumed = False
+        self._counted: set[str] = set()  # jobs taken in this run, each counted once for --max-jobs
 
     # -- status ---------------------------------------------------------------------------------------
     def _publish(self, **changes: object) -> None:
@@ -212,6 +223,7 @@ class Worker:
             if not self._claim(job):
                 continue
             self._taken += 1
+            self._counted.add(job.id)
             self.process(job, settings)
             return True
         return False
@@ -237,12 +249,24 @@ class Worker:
         try:
             self.backend.assign(job.id)
         except BackendError as exc:
-            if exc.status in LOST_RACE_STATUSES:
+            if exc.status is not None and exc.status not in LOST_RACE_STATUSES:
+                raise
+            # An earlier try whose answer was lost (a cut connection) may have won the job for us.
+            if not self._holds(job.id):
+                if exc.status is None:
+                    raise
                 log.info("[Worker] Could not claim job %s: %s", job.id, exc.detail)
                 return False
-            raise
         log.info("[Worker] Successfully claimed job %s", job.id)
         return True
+
+    def _holds(self, job_id: str) -> bool:
+        """Whether the backend shows ``job_id`` assigned to this worker (False when it cannot tell)."""
+        try:
+            job = self.backend.get_job(job_id)
+        except BackendError:
+            return False
+        return job.status == "assigned" and _same_id(job.raw.get("worker_id"), self._worker_id)
 
     # -- one job --------------------------------------------------------------------------------------
     def process(self, job: Job, settings: RenderSettings, state: JobState | None = None) -> bool:
@@ -278,6 +302,20 @@ class Worker:
                 # start resumes it from the last finished stage.
                 log.warning("[Worker] Job %s interrupted at stage %s: %s", job.id, state.stage, exc)
                 self._publish(last_error=f"Job {job.id} interrupted: {exc}")
+                return False
+            if _is_transient(exc) and state.attempts + 1 < MAX_TRANSIENT_ATTEMPTS:
+                # IPFS is unreachable or failing right now: keep what is done, try this stage again later.
+                state = state.at(state.stage, attempts=state.attempts + 1)
+                self.states.save(state)
+                log.warning(
+                    "[Worker] Job %s paused after stage '%s' (try %d of %d): %s",
+                    job.id,
+                    state.stage,
+                    state.attempts,
+                    MAX_TRANSIENT_ATTEMPTS,
+                    exc,
+                )
+                self._publish(last_error=f"Job {job.id} waiting for IPFS: {exc}")
                 return False
             self._fail(job.id, str(exc))
             _remove_inputs(job_dir)
@@ -364,9 +402,15 @@ class Worker:
         """A 4xx on complete: maybe an earlier attempt already went through; ask the backend."""
         try:
             job = self.backend.get_job(job_id)
-        except BackendError:
-            job = None
-        if job is not None and job.status == "completed" and job.raw.get("full_result_cid") == result_cid:
+        except BackendError as lookup:
+            log.error(
+                "[Worker] Could not check job %s after the backend refused it (%s); will retry",
+                job_id,
+                lookup,
+            )
+            return False  # still in the journal's pending results
+        mine = _same_id(job.raw.get("worker_id"), self._worker_id) or self._worker_id is None
+        if job.status == "completed" and job.raw.get("full_result_cid") == result_cid and mine:
             log.info("[Worker] Job %s was already completed with this result", job_id)
             self.journal.mark_completed(job_id)
             self.states.remove(job_id)
@@ -380,13 +424,11 @@ class Worker:
     def resume_unfinished(self) -> bool:
         """Goes on with jobs this worker claimed before it was stopped or killed; True if one ran.
 
-        Runs once per ``run``. Results already uploaded are left to ``report_pending_results``. A job
+        Runs before every poll (a job paused while IPFS was down is tried again here). Results already
+        uploaded are left to ``report_pending_results``. A job
         the backend no longer has assigned to this worker (its lease expired, or it finished) is let go,
         or recorded as completed when the backend shows it completed by this worker.
         """
-        if self._resumed:
-            return False
-        self._resumed = True
         resumed = False
         for state in self.states.unfinished():
             if self.stop.is_set():
@@ -413,9 +455,11 @@ class Worker:
                 continue
             log.info("[Worker] Resuming job %s from stage '%s'", job.id, state.stage)
             self._publish(job_id=job.id, asset_cid=job.asset_cid)
-            self._taken += 1
+            if state.job_id not in self._counted:
+                self._counted.add(state.job_id)
+                self._taken += 1
             self.process(job, RenderSettings(**state.settings), state)
-            resumed = True
+            resumed = not any(s.job_id == job.id for s in self.states.unfinished())  # finished, not paused
         return resumed
 
     def report_pending_results(self) -> None:
@@ -457,6 +501,15 @@ def quality_score(render: dict) -> int:
     if done is None or not total:
         return 100
     return max(0, min(100, round(100 * done / total)))
+
+
+def _is_transient(exc: WorkerError) -> bool:
+    """Failures that say nothing about the job itself: an IPFS node or gateway down, slow or erroring.
+
+    Bytes that do not match the CID and malformed CIDs are the job's (or a source's) fault, not the
+    network's, and are final.
+    """
+    return isinstance(exc, IpfsError) and not isinstance(exc, (ContentMismatch, InvalidCid))
 
 
 def _same_id(a: object, b: object) -> bool:

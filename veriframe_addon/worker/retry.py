@@ -22,6 +22,8 @@ import requests
 log = logging.getLogger("veriframe.worker")
 
 T = TypeVar("T")
+# Network failures worth another try; a response cut off midway (ChunkedEncodingError) is one of them.
+RETRYABLE_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 MAX_RETRY_AFTER = 300.0  # a server asking for more than five minutes is treated as asking for five
 
 
@@ -102,7 +104,7 @@ def call_with_retries(
     for attempt in range(policy.attempts):
         try:
             return call()
-        except (requests.ConnectionError, requests.Timeout, _RetryableStatus) as exc:
+        except (*RETRYABLE_ERRORS, _RetryableStatus) as exc:
             if attempt + 1 >= policy.attempts:
                 raise
             delay = policy.delay(attempt)
