@@ -78,16 +78,21 @@ def run_worker(env: dict[str, str], *args: str, timeout: float = 600) -> WorkerR
     return WorkerRun(done.returncode, done.stdout + done.stderr, Path(env["VERIFRAME_DATA_DIR"]))
 
 
-def run_worker_until(env: dict[str, str], marker: str, count: int, timeout: float = 120) -> WorkerRun:
-    """Runs the worker until ``marker`` appeared ``count`` times in its log, then stops it with SIGTERM."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "veriframe_addon"],
+def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """The headless worker as a running process with its log on ``stdout`` (for tests that signal it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "veriframe_addon", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def run_worker_until(env: dict[str, str], marker: str, count: int, timeout: float = 120) -> WorkerRun:
+    """Runs the worker until ``marker`` appeared ``count`` times in its log, then stops it with SIGTERM."""
+    process = start_worker(env)
     assert process.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + timeout

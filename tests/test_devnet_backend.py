@@ -490,26 +490,32 @@ def test_registration_and_job_creation_errors(backend: Backend) -> None:
     api.call("POST", f"{API}/jobs/", 422, json={"chain_job_id": 1})
 
 
+def assert_one_winner(
+    api: Api, job_id: str, responses: dict[str, requests.Response], ids: dict[str, str], when: str
+) -> None:
+    """Exactly one claim won (200), every other lost with the contract's 400, and the job is the winner's."""
+    statuses = sorted(r.status_code for r in responses.values())
+    assert statuses == [200] + [400] * (len(responses) - 1), f"{when}: {statuses}"
+    winner = next(address for address, r in responses.items() if r.status_code == 200)
+    for address, response in responses.items():
+        api.expect(response, "POST", f"{API}/jobs/{{job_id}}/assign", response.status_code)
+        if address != winner:
+            assert response.json()["detail"] == "Job is not available for assignment"
+    stored = get_job(api, job_id)
+    assert (stored["status"], stored["worker_id"]) == ("assigned", ids[winner])
+
+
 def test_two_workers_racing_for_one_job(backend: Backend) -> None:
     api = backend.api
     racers = [new_worker(backend) for _ in range(2)]
     ids = {kp.address: get_worker(api, kp.address)["id"] for kp, _ in racers}
-    template = f"{API}/jobs/{{job_id}}/assign"
 
     for round_no in range(RACE_ROUNDS):
         job = create_job(backend)
         responses = claim_at_once(api, job["id"], racers)
         assert len(responses) == len(racers), f"round {round_no}: a claim did not return"
 
-        statuses = sorted(r.status_code for r in responses.values())
-        assert statuses == [200, 400], f"round {round_no}: {statuses}"
-        winner = next(address for address, r in responses.items() if r.status_code == 200)
-        for address, response in responses.items():
-            api.expect(response, "POST", template, response.status_code)
-            if address != winner:
-                assert response.json()["detail"] == "Job is not available for assignment"
-        stored = get_job(api, job["id"])
-        assert (stored["status"], stored["worker_id"]) == ("assigned", ids[winner])
+        assert_one_winner(api, job["id"], responses, ids, f"round {round_no}")
 
 
 # ---------------------------------------------------------------------------------------------- leases
@@ -593,16 +599,7 @@ def test_racing_for_a_just_expired_job(start_backend: Callable[..., Backend]) ->
     time.sleep(LEASE_WAIT_S)
     responses = claim_at_once(api, job["id"], racers)
     assert len(responses) == len(racers), "a claim did not return"
-    statuses = sorted(r.status_code for r in responses.values())
-    assert statuses == [200] + [400] * (len(racers) - 1), statuses
-    winner = next(address for address, r in responses.items() if r.status_code == 200)
-    template = f"{API}/jobs/{{job_id}}/assign"
-    for address, response in responses.items():
-        api.expect(response, "POST", template, response.status_code)
-        if address != winner:
-            assert response.json()["detail"] == "Job is not available for assignment"
-    stored = get_job(api, job["id"])
-    assert (stored["status"], stored["worker_id"]) == ("assigned", ids[winner])
+    assert_one_winner(api, job["id"], responses, ids, "after the lease expired")
     assert "now assigned to another worker" in complete(api, job["id"], holder_token, 409)["detail"]
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pytest
 import requests
 from fastapi import FastAPI, Response
 
-from devnet.process import ROOT, Devnet, free_port, running_devnet
+from devnet.process import Devnet, free_port, running_devnet
 from veriframe_addon.worker.auth import AuthSession, StarkSigner
 from veriframe_addon.worker.config import load_config
 from veriframe_addon.worker.errors import BackendError
@@ -21,7 +19,7 @@ from veriframe_addon.worker.loop import Worker
 from veriframe_addon.worker.retry import RetryPolicy
 from veriframe_addon.worker.transport import JsonTransport
 
-from .conftest import run_worker, worker_env
+from .conftest import run_worker, start_worker, worker_env
 from .servers import serve_app
 
 
@@ -231,14 +229,7 @@ def test_worker_started_during_a_backend_outage_waits_and_then_works(
         env = worker_env(devnet, tmp_path / "worker")
         job_id = devnet.cli("submit", str(sample_blend)).strip()
     # The devnet is stopped now.
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "veriframe_addon", "--max-jobs", "1"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = start_worker(env, "--max-jobs", "1")
     assert worker.stdout is not None
     lines = []
     for line in worker.stdout:

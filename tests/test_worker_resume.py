@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,10 +22,10 @@ import pytest
 import requests
 from fastapi import FastAPI, Request, Response
 
-from devnet.process import ROOT, Devnet
+from devnet.process import Devnet, running_devnet
 from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 
-from .conftest import run_worker, run_worker_until, worker_env
+from .conftest import run_worker, run_worker_until, start_worker, worker_env
 from .processes import render_children
 from .servers import serve_app
 
@@ -82,17 +81,6 @@ def proxied_env(env: dict[str, str], target: str, proxy: HoldingProxy) -> Iterat
             proxy.release.set()
 
 
-def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "veriframe_addon", "--max-jobs", "1"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def kill_when(process: subprocess.Popen[str], ready: threading.Event | None, line: str | None) -> str:
     """SIGKILLs the worker once ``ready`` is set or its log shows ``line``; returns its log."""
     assert process.stdout is not None
@@ -118,14 +106,19 @@ def _submit(devnet: Devnet, blend: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def clean_cid(tmp_path_factory: pytest.TempPathFactory, sample_blend: Path) -> str:
-    """The result CID of the sample job rendered by an uninterrupted worker."""
-    from devnet.process import running_devnet
+def warm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A shader cache the clean run fills, for tests whose timing needs warm renders."""
+    return tmp_path_factory.mktemp("shader-cache")
 
+
+@pytest.fixture(scope="module")
+def clean_cid(tmp_path_factory: pytest.TempPathFactory, sample_blend: Path, warm_cache: Path) -> str:
+    """The result CID of the sample job rendered by an uninterrupted worker."""
     root = tmp_path_factory.mktemp("clean")
     with running_devnet(root / "devnet") as net:
         job = _submit(net, sample_blend)
-        run = run_worker(worker_env(net, root / "worker"), "--max-jobs", "1")
+        env = worker_env(net, root / "worker", VERIFRAME_SHADER_CACHE=str(warm_cache))
+        run = run_worker(env, "--max-jobs", "1")
         assert run.returncode == 0, run.output
         return _job(net, job)["full_result_cid"]
 
@@ -149,7 +142,7 @@ def test_sigkill_at_any_stage_then_restart_completes_the_job_exactly_once(
     env = worker_env(devnet, data_dir)  # one wallet for both runs: the restart is the same worker
 
     if point == "render":
-        process = start_worker(env)
+        process = start_worker(env, "--max-jobs", "1")
         first = kill_when(process, None, "Rendering job")
         deadline = time.monotonic() + 10
         while render_children(data_dir) and time.monotonic() < deadline:
@@ -164,7 +157,7 @@ def test_sigkill_at_any_stage_then_restart_completes_the_job_exactly_once(
         }[target]
         proxy = HoldingProxy(upstream, path, when, method)
         with proxied_env(env, target, proxy) as through_proxy:
-            first = kill_when(start_worker(through_proxy), proxy.reached, None)
+            first = kill_when(start_worker(through_proxy, "--max-jobs", "1"), proxy.reached, None)
     assert f"Successfully claimed job {job_id}" in first, first
     assert "Successfully completed" not in first
     if point == "during-complete":
@@ -206,7 +199,7 @@ def test_stop_now_leaves_the_job_claimed_and_the_next_start_resumes_it(
     job_id = devnet.cli("submit", str(sample_blend), "--settings", '{"samples": 64}').strip()
     data_dir = tmp_path / "worker"
     env = worker_env(devnet, data_dir)
-    process = start_worker(env)
+    process = start_worker(env, "--max-jobs", "1")
     assert process.stdout is not None
     log: list[str] = []
     for line in process.stdout:
@@ -245,20 +238,24 @@ def test_one_sigterm_finishes_the_job_in_hand(devnet: Devnet, sample_blend: Path
     assert _job(devnet, job_id)["status"] == "completed"
 
 
-def test_a_job_lost_while_stopped_is_let_go(devnet: Devnet, sample_blend: Path, tmp_path: Path) -> None:
-    """The record says claimed, but the backend gave the job to someone else meanwhile: drop it."""
-    job_id = _submit(devnet, sample_blend)
-    data_dir = tmp_path / "worker"
-    env = worker_env(devnet, data_dir)
-    kill_when(start_worker(env), None, "Rendering job")
-    other = worker_env(devnet, tmp_path / "other")
-    # The devnet's own database stands in for a backend whose lease on the job ran out.
-    import sqlite3
+def test_a_job_whose_lease_ran_out_while_stopped_is_let_go(
+    sample_blend: Path, clean_cid: str, warm_cache: Path, tmp_path: Path
+) -> None:
+    """The record says the job is ours, but the backend's lease on it expired and another worker finished
+    it meanwhile: the restarted worker drops its record and files instead of rendering it again.
 
-    with sqlite3.connect(devnet.data / "backend.sqlite3") as db:
-        db.execute("UPDATE jobs SET status='open', worker_id=NULL, assigned_at=NULL")
-    assert run_worker(other, "--max-jobs", "1").returncode == 0
-    again = run_worker_until(env, "Found 0 available jobs", 1)
+    The lease (10 s) must outlast the other worker's render: both use the cache the clean run warmed.
+    """
+    with running_devnet(tmp_path / "devnet", extra_args=("--job-lease", "10")) as devnet:
+        job_id = _submit(devnet, sample_blend)
+        data_dir = tmp_path / "worker"
+        env = worker_env(devnet, data_dir, VERIFRAME_SHADER_CACHE=str(warm_cache))
+        kill_when(start_worker(env, "--max-jobs", "1"), None, "Rendering job")
+        time.sleep(10.5)  # the lease runs out; the job is offered again
+        other = worker_env(devnet, tmp_path / "other", VERIFRAME_SHADER_CACHE=str(warm_cache))
+        assert run_worker(other, "--max-jobs", "1").returncode == 0
+        assert _job(devnet, job_id)["full_result_cid"] == clean_cid
+        again = run_worker_until(env, "Found 0 available jobs", 1)
     assert f"Letting job {job_id} go: it is completed and no longer assigned to this worker" in again.output
     assert not (data_dir / "job-state" / f"{job_id}.json").exists()
     assert not (data_dir / "jobs" / job_id / "scene").exists()
