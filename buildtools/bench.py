@@ -1,7 +1,9 @@
 """``python3 build.py bench``: the worker's speed, as ratios against bare Blender measured in the same run.
 
 Runs in the project's venv (it needs ``bpy``, the devnet and the worker). Each number is printed next to
-its target, and the whole report is written to ``.cache/bench/latest.json``:
+its target; ``bench.json`` (repository root) holds one object per figure (name, value, unit, and the
+bare-Blender baseline measured in the same run where there is one), ``.cache/bench/latest.json`` the raw
+measurements:
 
 - overhead: a worker job (claim to completion, download, verify, upload and reports included) over a bare
   render of the same scene by the same Blender, each the median of ``--jobs`` runs;
@@ -9,7 +11,9 @@ its target, and the whole report is written to ``.cache/bench/latest.json``:
 - cold start: the first job of a fresh worker over the second;
 - UI tick: the longest timer tick of the add-on while it runs a job (``tests/addon_probe.py run-job``);
 - RSS growth: the worker's peak memory growth while fetching and verifying a 200 MB asset;
-- verification: ``CidVerifier`` throughput on 200 MB held in memory.
+- verification: ``CidVerifier`` throughput on 200 MB held in memory;
+- pickup latency: from a job's submission, while the worker is idle, to its claim, against
+  ``POLL_INTERVAL`` (an idle worker polls once per interval, so about half of it is expected).
 """
 
 from __future__ import annotations
@@ -131,6 +135,44 @@ def worker_runs(blend: Path, jobs: int, work: Path, blender: str | None) -> dict
     }
 
 
+PICKUP_POLL_INTERVAL = 2.0
+
+
+def pickup_latency_seconds(blend: Path, work: Path, samples: int = 3) -> list[float]:
+    """Submission to claim for jobs that arrive while the worker idles (``POLL_INTERVAL`` 2 s)."""
+    latencies: list[float] = []
+    with running_devnet(work / "devnet-pickup") as net:
+        env = {
+            **net.worker_env(),
+            "VERIFRAME_DATA_DIR": str(work / "worker-pickup"),
+            "POLL_INTERVAL": str(PICKUP_POLL_INTERVAL),
+        }
+        timeline = Timeline()
+        worker = Worker(load_config(environ={**os.environ, **env}), on_status=timeline)
+        thread = threading.Thread(target=worker.run, kwargs={"max_jobs": samples}, daemon=True)
+        thread.start()
+        for index in range(samples):
+            deadline = time.perf_counter() + 600
+            while not (timeline.events and timeline.events[-1][1].state == "idle"):
+                if time.perf_counter() > deadline or not thread.is_alive():
+                    raise RuntimeError("the worker never became idle")
+                time.sleep(0.05)
+            time.sleep(0.37 * (index + 1))  # land at different points of the polling cycle
+            submitted = time.perf_counter()
+            net.cli("submit", str(blend))
+            while not any(at > submitted and st.state == "claiming" for at, st in list(timeline.events)):
+                time.sleep(0.01)
+            claimed = next(
+                at for at, st in list(timeline.events) if at > submitted and st.state == "claiming"
+            )
+            latencies.append(claimed - submitted)
+            while worker.status.completed < index + 1 and thread.is_alive():
+                time.sleep(0.05)
+        worker.stop.set()
+        thread.join(60)
+    return latencies
+
+
 def ui_tick_ms(blend: Path, work: Path) -> float:
     with running_devnet(work / "devnet-ui") as net:
         net.cli("submit", str(blend))
@@ -217,9 +259,45 @@ def verification_mb_s(size: int) -> float:
     return size / (time.perf_counter() - started) / 1e6
 
 
+def figures(report: dict, bare_median: float, verify: float, tick: float, rss: float) -> list[dict]:
+    """One object per figure: name, value, unit, and the bare-Blender baseline where there is one."""
+    bare = {"name": "bare Blender render (median)", "value": round(bare_median, 3), "unit": "s"}
+    pickup = statistics.median(report["pickup_latency_seconds"])
+    return [
+        {"name": "worker job (median)", "value": report["job_seconds_median"], "unit": "s", "baseline": bare},
+        {
+            "name": "overhead ratio",
+            "value": report["job_seconds_median"] / bare_median,
+            "unit": "ratio",
+            "baseline": bare,
+        },
+        {
+            "name": "gap between jobs (median)",
+            "value": report["gap_ms_median"],
+            "unit": "ms",
+            "baseline": None,
+        },
+        {
+            "name": "cold start: first job / second job",
+            "value": report["first_job_seconds_from_start"] / report["second_job_seconds"],
+            "unit": "ratio",
+            "baseline": None,
+        },
+        {"name": "UI timer tick (max)", "value": tick, "unit": "ms", "baseline": None},
+        {"name": "RSS growth for the asset", "value": rss, "unit": "MB", "baseline": None},
+        {"name": "CID verification", "value": verify, "unit": "MB/s", "baseline": None},
+        {
+            "name": "pickup latency (median)",
+            "value": pickup,
+            "unit": "s",
+            "baseline": {"name": "POLL_INTERVAL", "value": PICKUP_POLL_INTERVAL, "unit": "s"},
+        },
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=5, help="jobs in the worker run (and bare renders)")
+    parser.add_argument("--jobs", type=int, default=10, help="jobs in the worker run (and bare renders)")
     parser.add_argument("--asset-mb", type=int, default=200)
     parser.add_argument("--blender", help="a Blender binary to measure (default: the bpy module)")
     args = parser.parse_args()
@@ -244,6 +322,8 @@ def main() -> int:
         tick = ui_tick_ms(blend, work)
         print("[bench] 200 MB asset ...", flush=True)
         rss = rss_growth_mb(args.asset_mb * 1_000_000, work)
+        print("[bench] pickup latency ...", flush=True)
+        pickup = pickup_latency_seconds(blend, work)
     verify = verification_mb_s(args.asset_mb * 1_000_000)
 
     bare_median = statistics.median(bare)
@@ -264,14 +344,22 @@ def main() -> int:
         ("UI timer tick, max ms", tick, "<= 5", tick <= 5),
         (f"RSS growth for a {args.asset_mb} MB asset, MB", rss, "<= 20", rss <= 20),
         ("CID verification, MB/s", verify, ">= 300", verify >= 300),
+        (
+            f"pickup latency, median s (POLL_INTERVAL {PICKUP_POLL_INTERVAL:g} s)",
+            statistics.median(pickup),
+            f"<= {PICKUP_POLL_INTERVAL:g}",
+            statistics.median(pickup) <= PICKUP_POLL_INTERVAL,
+        ),
     ]
     report = {
         "blender": args.blender or "bpy module",
         "bare_render_seconds": bare,
         **runs,
+        "pickup_latency_seconds": pickup,
         "rows": [{"metric": m, "value": v, "target": t, "met": ok} for m, v, t, ok in rows],
     }
     (out_dir / "latest.json").write_text(json.dumps(report, indent=2))
+    (ROOT / "bench.json").write_text(json.dumps(figures(report, bare_median, verify, tick, rss), indent=2))
     print(
         f"\nbare render median {bare_median:.2f} s; worker job median {runs['job_seconds_median']:.2f} s; "
         f"first job {runs['first_job_seconds_from_start']:.2f} s from worker start"
