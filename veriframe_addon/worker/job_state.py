@@ -77,6 +77,9 @@ class JobStateStore:
             raise
         log.debug("[Worker] Job %s: %s", state.job_id, state.stage)
 
+    def has(self, job_id: str) -> bool:
+        return self._path(job_id).is_file()
+
     def remove(self, job_id: str) -> None:
         self._path(job_id).unlink(missing_ok=True)
 

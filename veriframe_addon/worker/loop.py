@@ -102,12 +102,11 @@ class Worker:
             self.blender, config.render_timeout, config.shader_cache, limits=config.limits
         )
         self._sandbox_chosen = False
-        self._taken = 0  # jobs claimed in this run (--max-jobs counts these)
         self._skipped_unclaimed: set[str] = set()  # malformed jobs, logged once
         self._last_verified_check = 0.0
         self._blender_version = "unknown"
         self._worker_id: object = None  # the backend's id of this worker (a job's ``worker_id``)
-        self._counted: set[str] = set()  # jobs taken in this run, each counted once for --max-jobs
+        self._taken: set[str] = set()  # jobs claimed or resumed in this run (--max-jobs counts these)
 
     # -- status ---------------------------------------------------------------------------------------
     def _publish(self, **changes: object) -> None:
@@ -175,7 +174,7 @@ class Worker:
         completed_before = self.status.completed
         consecutive_auth_failures = 0
         while not self.stop.is_set() and not idle.is_set():
-            if max_jobs is not None and self._taken >= max_jobs:
+            if max_jobs is not None and len(self._taken) >= max_jobs:
                 break
             try:
                 if not self.auth.signed_in:
@@ -222,8 +221,7 @@ class Worker:
                 continue
             if not self._claim(job):
                 continue
-            self._taken += 1
-            self._counted.add(job.id)
+            self._taken.add(job.id)
             self.process(job, settings)
             return True
         return False
@@ -455,11 +453,9 @@ class Worker:
                 continue
             log.info("[Worker] Resuming job %s from stage '%s'", job.id, state.stage)
             self._publish(job_id=job.id, asset_cid=job.asset_cid)
-            if state.job_id not in self._counted:
-                self._counted.add(state.job_id)
-                self._taken += 1
+            self._taken.add(state.job_id)
             self.process(job, RenderSettings(**state.settings), state)
-            resumed = not any(s.job_id == job.id for s in self.states.unfinished())  # finished, not paused
+            resumed = not self.states.has(job.id)  # finished (completed or failed), not paused
         return resumed
 
     def report_pending_results(self) -> None:
