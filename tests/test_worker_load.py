@@ -120,6 +120,7 @@ def test_twenty_jobs_through_thirty_percent_faults_all_complete_once(
             IPFS_GATEWAY=f"{gateway_proxy.url}/ipfs",
             VERIFRAME_SHADER_CACHE=str(shader_cache),
             POLL_INTERVAL="0.5",
+            ASSET_CACHE_MB="0",  # every job fetches its scene through the faulty network
         )
         outputs, wall = run_workers_until_done(devnet, [flaky], ids, timeout=900)
         injected = {

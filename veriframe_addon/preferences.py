@@ -11,6 +11,7 @@ from pathlib import Path
 import bpy
 
 from .session import KEY_FILE_NAME, PREF_TO_ENV
+from .worker.config import DEFAULT_ASSET_CACHE_MB
 from .worker.limits import (
     DEFAULT_MAX_ASSET_MB,
     DEFAULT_MAX_OUTPUT_MEGAPIXELS,
@@ -150,6 +151,12 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         default=DEFAULT_MAX_UNPACKED_MB,
         min=1,
     )
+    asset_cache_mb: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Asset cache (MB)",
+        description="Verified job files kept by CID, so jobs sharing a scene download it once (0: off)",
+        default=DEFAULT_ASSET_CACHE_MB,
+        min=0,
+    )
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -172,6 +179,7 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         col.prop(self, "poll_interval")
         col.prop(self, "render_timeout")
         col.prop(self, "data_dir")
+        col.prop(self, "asset_cache_mb")
         col = layout.column(heading="Safety")
         for name in (
             "render_sandbox",

@@ -40,7 +40,11 @@ PREF_TO_ENV = {
     "max_render_memory_mb": "MAX_RENDER_MEMORY_MB",
     "max_asset_mb": "MAX_ASSET_MB",
     "max_unpacked_mb": "MAX_UNPACKED_MB",
+    "asset_cache_mb": "ASSET_CACHE_MB",
 }
+
+# Preferences whose 0 is a choice (off), not "unset": passed on like any other value.
+ZERO_IS_A_SETTING = frozenset({"asset_cache_mb"})
 
 
 def write_key_file(path: Path, key: str) -> None:
@@ -96,7 +100,7 @@ class ExtensionSession:
         env = dict(os.environ if environ is None else environ)
         for pref, variable in PREF_TO_ENV.items():
             value = prefs.get(pref)
-            if value not in (None, "", 0, 0.0):
+            if value not in (None, "") and (value not in (0, 0.0) or pref in ZERO_IS_A_SETTING):
                 env[variable] = str(value)
         if key_source == "FILE":
             env["WORKER_PRIVATE_KEY"] = read_key_file(key_file)

@@ -27,6 +27,7 @@ DEFAULT_POLL_INTERVAL = 10.0
 DEFAULT_RENDER_TIMEOUT = 300.0
 DEFAULT_GATEWAY = "http://127.0.0.1:8080/ipfs"
 DEFAULT_IPFS_API = "/ip4/127.0.0.1/tcp/5001"
+DEFAULT_ASSET_CACHE_MB = 2048
 
 SANDBOX_MODES = ("auto", "bwrap", "off")
 _HEX_RE = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
@@ -49,11 +50,17 @@ class WorkerConfig:
     # auto: bwrap where it works, a loud warning where not; bwrap: refuse to render without it; off.
     sandbox: str = "auto"
     shader_cache_dir: Path | None = None
+    # Verified assets kept by CID for jobs that share a scene; 0 turns the cache off.
+    asset_cache_mb: int = DEFAULT_ASSET_CACHE_MB
 
     @property
     def shader_cache(self) -> Path:
         """Where GL drivers and Blender keep compiled shaders across jobs and restarts."""
         return self.shader_cache_dir or self.data_dir / "shader-cache"
+
+    @property
+    def asset_cache_dir(self) -> Path:
+        return self.data_dir / "asset-cache"
 
     @property
     def jobs_dir(self) -> Path:
@@ -152,6 +159,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         limits=_parse_limits(get),
         sandbox=sandbox,
         shader_cache_dir=Path(shader_cache_text).expanduser().absolute() if shader_cache_text else None,
+        asset_cache_mb=_parse_megabytes(get("ASSET_CACHE_MB"), "ASSET_CACHE_MB", DEFAULT_ASSET_CACHE_MB),
     )
 
 
@@ -217,6 +225,19 @@ def _parse_private_key(text: str) -> int:
     if not 0 < key < STARK_EC_ORDER:
         raise ConfigError("WORKER_PRIVATE_KEY", "is out of range for a Stark private key")
     return key
+
+
+def _parse_megabytes(text: str | None, name: str, default: int) -> int:
+    """A whole number of MB, 0 or more (0: off)."""
+    if text is None:
+        return default
+    try:
+        value = int(text.strip().removesuffix("MB").strip())
+    except ValueError:
+        raise ConfigError(name, f"{text!r} is not a whole number of MB") from None
+    if value < 0:
+        raise ConfigError(name, f"must be 0 (off) or more, got {text!r}")
+    return value
 
 
 def _parse_seconds(text: str | None, name: str, default: float, *, minimum: float) -> float:

@@ -20,10 +20,12 @@ from pathlib import Path
 
 from .api import LOST_RACE_STATUSES, BackendClient, Job
 from .asset import prepare_blend
+from .asset_cache import AssetCache
 from .auth import AuthSession, StarkSigner
 from .cid import parse_cid
 from .config import WorkerConfig
 from .errors import (
+    AssetTooLarge,
     AuthError,
     BackendError,
     Cancelled,
@@ -38,6 +40,7 @@ from .ipfs import IpfsClient
 from .job_settings import ENGINES, RenderSettings, parse_render_settings
 from .job_state import JobState, JobStateStore
 from .journal import JobJournal
+from .limits import MIB
 from .render import CHILD_SCRIPT, BlenderRenderer, RenderResult, blender_version, find_blender, png_size
 from .retry import RetryPolicy
 from .sandbox import choose_sandbox
@@ -97,6 +100,7 @@ class Worker:
             stop=self.stop,
             max_bytes=config.limits.max_asset_bytes,
         )
+        self.assets = AssetCache(config.asset_cache_dir, config.asset_cache_mb * MIB)
         self.blender = find_blender(config.blender_path)
         self.renderer = BlenderRenderer(
             self.blender, config.render_timeout, config.shader_cache, limits=config.limits
@@ -328,13 +332,33 @@ class Worker:
             shutil.rmtree(job_dir)
         job_dir.mkdir(parents=True)
         self._publish(state="downloading", progress=0.0)
+        cached = self.assets.copy_to(job.asset_cid, job_dir / "asset")
+        if cached is not None:
+            cap = self.config.limits.max_asset_bytes
+            if cached.size > cap:  # kept under an earlier, higher MAX_ASSET_MB
+                raise AssetTooLarge(
+                    f"the asset {job.asset_cid} is larger than {cap / MIB:.0f} MB (the cache holds "
+                    f"{cached.size / MIB:.1f} MB; the cap is MAX_ASSET_MB)"
+                )
+            log.info(
+                "[Worker] Asset CID %s is in the local cache (%d bytes, verified when first downloaded)",
+                job.asset_cid,
+                cached.size,
+            )
+        else:
+            self._download(job, job_dir / "asset")
+        blend = prepare_blend(job_dir / "asset", job_dir / "scene", self.config.limits.max_unpacked_bytes)
+        log.info("[Worker] Found blend file: %s", blend)
+        return blend
+
+    def _download(self, job: Job, dest: Path) -> None:
         log.info("[Worker] Downloading asset CID: %s", job.asset_cid)
         started = time.monotonic()
 
         def on_bytes(done: int, total: int | None) -> None:
             self._publish(progress=done / total if total else None)
 
-        download = self.ipfs.download(job.asset_cid, job_dir / "asset", on_bytes)
+        download = self.ipfs.download(job.asset_cid, dest, on_bytes)
         seconds = max(time.monotonic() - started, 1e-6)
         log.info(
             "[Worker] Downloaded and verified %d bytes from the %s (%.1f MB/s)",
@@ -342,9 +366,7 @@ class Worker:
             download.source,
             download.size / seconds / 1e6,
         )
-        blend = prepare_blend(download.path, job_dir / "scene", self.config.limits.max_unpacked_bytes)
-        log.info("[Worker] Found blend file: %s", blend)
-        return blend
+        self.assets.add(job.asset_cid, dest)  # before unpacking: the cache keeps the verified bytes
 
     def _render(self, job: Job, settings: RenderSettings, job_dir: Path, blend: Path) -> RenderResult:
         if not blend.is_file():
