@@ -1,14 +1,16 @@
 """The local VeriFrame network, from the command line.
 
     python -m devnet serve [--data DIR] [--backend-port 8000] [--ipfs-port 5001] [--gateway-port 8080]
-                           [--access-ttl SECONDS] [--job-lease SECONDS]
+                           [--access-ttl SECONDS] [--job-lease SECONDS] [--ipfs-api-auth VALUE]
     python -m devnet worker-key            # new Stark key pair, registered and verified; prints env lines
     python -m devnet submit FILE [--settings JSON] [--reward WEI]   # adds FILE to IPFS, creates a job
     python -m devnet jobs                  # status and result CID of every job
 
 ``serve`` prints the env lines a worker needs, then ``devnet ready``. The other commands talk to a running
 ``serve`` over HTTP, exactly as a creator's and an admin's tools would, and read the admin key from the
-data folder.
+data folder. With ``--ipfs-api-auth`` (or ``DEVNET_IPFS_API_AUTH``, which keeps it off the command line)
+the IPFS RPC API answers 401 to calls without that Authorization; the other commands then send
+``IPFS_API_AUTH`` from the environment, as the worker does.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = BlockStore(data / "ipfs")
     apps = [
         (create_backend_app(data, access_ttl=args.access_ttl, job_lease=args.job_lease), args.backend_port),
-        (create_rpc_app(store), args.ipfs_port),
+        (create_rpc_app(store, required_auth=args.ipfs_api_auth), args.ipfs_port),
         (create_gateway_app(store), args.gateway_port),
     ]
     servers = [
@@ -143,6 +145,14 @@ def cmd_worker_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ipfs_auth_headers() -> dict[str, str]:
+    """The ``Authorization`` header for an RPC API that requires one (``IPFS_API_AUTH``, worker forms)."""
+    from veriframe_addon.worker.config import parse_authorization
+
+    value = os.environ.get("IPFS_API_AUTH", "").strip()
+    return {"Authorization": parse_authorization(value, "IPFS_API_AUTH")} if value else {}
+
+
 def add_file(ipfs_api: str, path: Path, cid_version: int = 0) -> str:
     with path.open("rb") as file:
         answer = _call(
@@ -150,6 +160,7 @@ def add_file(ipfs_api: str, path: Path, cid_version: int = 0) -> str:
             f"{ipfs_api}/api/v0/add",
             params={"cid-version": cid_version},
             files={"file": (path.name, file)},
+            headers=_ipfs_auth_headers(),
         )
     return answer["Hash"]
 
@@ -200,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--backend-port", type=int, default=8000)
     serve.add_argument("--ipfs-port", type=int, default=5001)
     serve.add_argument("--gateway-port", type=int, default=8080)
+    serve.add_argument(
+        "--ipfs-api-auth",
+        default=os.environ.get("DEVNET_IPFS_API_AUTH") or None,
+        metavar="VALUE",
+        help="require this Authorization on the IPFS RPC API: 'Bearer <token>', 'Basic <base64>' or "
+        "'user:password' (default $DEVNET_IPFS_API_AUTH; none)",
+    )
     serve.add_argument("--access-ttl", type=int, default=3600, help="access token lifetime in seconds")
     serve.add_argument(
         "--job-lease",

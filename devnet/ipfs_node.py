@@ -9,10 +9,11 @@ block added stays, and only what was added here can be read.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -29,6 +30,7 @@ from veriframe_addon.worker.cid import (
     decode_unixfs,
     parse_cid,
 )
+from veriframe_addon.worker.config import parse_authorization
 from veriframe_addon.worker.errors import InvalidCid, IpfsError
 
 __all__ = ["BlockNotFound", "BlockStore", "NotAFile", "create_gateway_app", "create_rpc_app"]
@@ -254,9 +256,32 @@ def _logged(pieces: Iterator[bytes], cid: CID) -> Iterator[bytes]:
         raise
 
 
-def create_rpc_app(store: BlockStore) -> FastAPI:
-    """Kubo's RPC subset the worker uses. POST only, like Kubo (GET answers 405)."""
+def create_rpc_app(store: BlockStore, *, required_auth: str | None = None) -> FastAPI:
+    """Kubo's RPC subset the worker uses. POST only, like Kubo (GET answers 405).
+
+    With ``required_auth`` (``Bearer <token>``, ``Basic <base64>`` or ``user:password``, the forms of
+    the worker's ``IPFS_API_AUTH``) every call without that exact ``Authorization`` header is answered
+    401, as a remote node behind an authenticating reverse proxy would (Kubo's own
+    ``API.Authorizations`` refuses such calls as well).
+    """
     app = FastAPI(title="VeriFrame devnet IPFS RPC", docs_url=None, redoc_url=None, openapi_url=None)
+    if required_auth is not None:
+        expected = parse_authorization(required_auth, "--ipfs-api-auth").encode()
+
+        @app.middleware("http")
+        async def authorize(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                # Neither header is logged: both are credentials.
+                logger.warning("refused %s: %s Authorization", request.url.path, "wrong" if given else "no")
+                refused = _kubo_error("401 Unauthorized: this API needs an Authorization header", status=401)
+                scheme = expected.split(b" ", 1)[0].decode()
+                refused.headers["WWW-Authenticate"] = f'{scheme} realm="devnet IPFS RPC"'
+                return refused
+            return await call_next(request)
+
     # A stable legacy-style (Qm...) peer ID derived from the store folder; nothing ever dials it.
     peer_digest = hashlib.sha256(str(store.root.resolve()).encode()).digest()
     peer_id = str(CID("base58btc", 0, "dag-pb", multihash.wrap(peer_digest, "sha2-256")))

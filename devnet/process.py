@@ -39,12 +39,23 @@ def free_port() -> int:
 
 
 class Devnet:
-    """A running devnet: its env lines as a dict, its data folder, and its log."""
+    """A running devnet: its env lines as a dict, its data folder, and its log.
 
-    def __init__(self, process: subprocess.Popen[str], env: dict[str, str], data: Path) -> None:
+    ``ipfs_api_auth`` is the Authorization its IPFS RPC API requires (None: none); ``cli`` sends it, and
+    it is not in ``env`` or ``worker_env`` so that a test hands it to a worker on purpose.
+    """
+
+    def __init__(
+        self,
+        process: subprocess.Popen[str],
+        env: dict[str, str],
+        data: Path,
+        ipfs_api_auth: str | None = None,
+    ) -> None:
         self.process = process
         self.env = env
         self.data = data
+        self.ipfs_api_auth = ipfs_api_auth
         self.log_lines: list[str] = []
 
     @property
@@ -54,6 +65,9 @@ class Devnet:
     def cli(self, *args: str, check: bool = True) -> str:
         """Runs ``python -m devnet ARGS`` against this network; returns its stdout."""
         env = dict(os.environ, **self.env)
+        env.pop("IPFS_API_AUTH", None)
+        if self.ipfs_api_auth:
+            env["IPFS_API_AUTH"] = self.ipfs_api_auth
         done = subprocess.run(
             [sys.executable, "-m", "devnet", "--data", str(self.data), *args],
             cwd=ROOT,
@@ -75,9 +89,17 @@ class Devnet:
 
 @contextmanager
 def running_devnet(
-    data: Path, *, ports: tuple[int, int, int] | None = None, extra_args: tuple[str, ...] = ()
+    data: Path,
+    *,
+    ports: tuple[int, int, int] | None = None,
+    extra_args: tuple[str, ...] = (),
+    ipfs_api_auth: str | None = None,
 ) -> Iterator[Devnet]:
-    """Starts a devnet on ``ports`` (backend, IPFS API, gateway; free ones by default) and stops it after."""
+    """Starts a devnet on ``ports`` (backend, IPFS API, gateway; free ones by default) and stops it after.
+
+    ``ipfs_api_auth`` makes its IPFS RPC API require that Authorization (passed in the environment, not
+    on the command line, where other users of the machine could read it).
+    """
     backend, ipfs, gateway = ports or (free_port(), free_port(), free_port())
     cmd = [
         sys.executable,
@@ -94,7 +116,12 @@ def running_devnet(
         str(gateway),
         *extra_args,
     ]
-    process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child_env = {k: v for k, v in os.environ.items() if k != "DEVNET_IPFS_API_AUTH"}
+    if ipfs_api_auth:
+        child_env["DEVNET_IPFS_API_AUTH"] = ipfs_api_auth
+    process = subprocess.Popen(
+        cmd, cwd=ROOT, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     assert process.stdout is not None
     env: dict[str, str] = {}
     deadline = time.monotonic() + READY_TIMEOUT
@@ -111,7 +138,9 @@ def running_devnet(
                 break
         if "BACKEND_API_URL" not in env:
             raise RuntimeError("devnet did not start:\n" + "\n".join(seen[-30:]))
-        devnet = Devnet(process, {k: v for k, v in env.items() if not k.startswith("DEVNET_")}, data)
+        devnet = Devnet(
+            process, {k: v for k, v in env.items() if not k.startswith("DEVNET_")}, data, ipfs_api_auth
+        )
         devnet.log_lines = seen
         drain = threading.Thread(
             target=lambda: devnet.log_lines.extend(ln.rstrip() for ln in process.stdout), daemon=True

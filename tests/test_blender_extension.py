@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import socket
 import subprocess
 import time
 import zipfile
@@ -138,6 +139,30 @@ def test_cli_command_takes_max_jobs(
     assert argv_hits == []
     userpref = Path(installed["BLENDER_USER_RESOURCES"]) / "config" / "userpref.blend"
     assert not userpref.exists() or env["WORKER_PRIVATE_KEY"].encode() not in userpref.read_bytes()
+
+
+def test_doctor_runs_inside_blender_and_names_what_is_broken(
+    blender_binary: Path, installed: dict[str, str], devnet: Devnet, tmp_path: Path
+) -> None:
+    """``blender -c veriframe doctor`` in the installed extension: all checks pass against a devnet, and with
+    the IPFS API pointed at a closed port it exits 5 naming that piece (the render Blender is this one)."""
+    # This repository's test Blender enters a rootfs through unshare and cannot start inside bwrap (see
+    # README, Security): with the sandbox on "auto" doctor would rightly name it.
+    env = {**installed, **worker_env(devnet, tmp_path / "worker"), "RENDER_SANDBOX": "off"}
+    env.pop("BLENDER_PATH", None)
+    healthy = _blender(blender_binary, "-c", "veriframe", "doctor", env=env)
+    output = healthy.stdout + healthy.stderr
+    assert healthy.returncode == 0, output[-3000:]
+    assert "doctor: all" in output and "checks passed" in output
+    assert "[ OK ] Render Blender: Blender 4." in output
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_api = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    broken = _blender(blender_binary, "-c", "veriframe", "doctor", env={**env, "IPFS_API": dead_api})
+    output = broken.stdout + broken.stderr
+    assert broken.returncode == 5, output[-3000:]
+    assert "doctor: 1 problem(s): IPFS API" in output
+    assert env["WORKER_PRIVATE_KEY"] not in output
 
 
 def test_plain_render_is_never_taken_over(

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+
+from .worker.doctor import run_doctor
 from .worker.service import argument_parser, serve
+
+PROG = "python -m veriframe_addon"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return serve(argument_parser("python -m veriframe_addon").parse_args(argv))
+    """``doctor [--env-file F]`` checks the setup; anything else runs the worker, as it always has."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["doctor"]:
+        return run_doctor(argv[1:], f"{PROG} doctor")
+    return serve(argument_parser(PROG).parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import bpy
 from .operators import build_config
 from .preferences import PACKAGE
 from .worker.config import WorkerConfig, parse_env_file
+from .worker.doctor import run_doctor
 from .worker.service import argument_parser, serve
 
 # Arguments that give background Blender a job of its own: the worker must not take over then.
@@ -43,7 +44,9 @@ def _config(env_file: Path | None) -> WorkerConfig:
 
 
 def cli_command(argv: list[str]) -> int:
-    """``blender -c veriframe [--max-jobs N] [--env-file F]``."""
+    """``blender -c veriframe [--max-jobs N] [--env-file F]``, or ``blender -c veriframe doctor``."""
+    if argv[:1] == ["doctor"]:
+        return run_doctor(argv[1:], "blender -c veriframe doctor", make_config=_config)
     return serve(argument_parser("blender -c veriframe").parse_args(argv), make_config=_config)
 
 

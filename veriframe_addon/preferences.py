@@ -2,6 +2,8 @@
 
 Saved in userpref.blend as plain bytes, so the private key is NOT a preference: the operator picks where
 it comes from (environment, a 0600 key file in the extension's user folder, or typed for this session).
+Neither are the IPFS credentials (``IPFS_API_AUTH``, ``PINATA_JWT``): they come from the environment or
+the ``.env`` file only.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 import bpy
 
 from .session import KEY_FILE_NAME, PREF_TO_ENV
-from .worker.config import DEFAULT_ASSET_CACHE_MB
+from .worker.config import DEFAULT_ASSET_CACHE_MB, DEFAULT_KEEP_RESULTS_HOURS
 from .worker.limits import (
     DEFAULT_MAX_ASSET_MB,
     DEFAULT_MAX_OUTPUT_MEGAPIXELS,
@@ -74,8 +76,24 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         default="",
     )
     ipfs_gateway: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="IPFS gateway",
-        description="Path gateway for downloads (empty: IPFS_GATEWAY or http://127.0.0.1:8080/ipfs)",
+        name="IPFS gateways",
+        description="Path gateways for downloads, a comma-separated list tried in order before the IPFS "
+        "API (empty: IPFS_GATEWAY or http://127.0.0.1:8080/ipfs)",
+        default="",
+    )
+    ipfs_provider: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Store results with",
+        description="Where rendered results are stored (IPFS_PROVIDER). Credentials are never "
+        "preferences: IPFS_API_AUTH and PINATA_JWT come from the environment or .env only",
+        items=[
+            ("KUBO", "IPFS API (Kubo)", "The IPFS API's add (IPFS_API_AUTH, if it needs one, from the env)"),
+            ("PINATA", "Pinata", "Pinata's pinning API; PINATA_JWT from the environment or .env"),
+        ],
+        default="KUBO",
+    )
+    pinata_api_url: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Pinata API",
+        description="Pinata's API base (empty: PINATA_API_URL or https://api.pinata.cloud)",
         default="",
     )
     blender_path: bpy.props.StringProperty(  # type: ignore[valid-type]
@@ -151,6 +169,13 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         default=DEFAULT_MAX_UNPACKED_MB,
         min=1,
     )
+    keep_results_hours: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Keep results (h)",
+        description="Hours a finished job's folder (its render and log) is kept before it is removed "
+        "(0: at the next clean-up)",
+        default=DEFAULT_KEEP_RESULTS_HOURS,
+        min=0.0,
+    )
     asset_cache_mb: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Asset cache (MB)",
         description="Verified job files kept by CID, so jobs sharing a scene download it once (0: off)",
@@ -165,6 +190,8 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         col.prop(self, "backend_url")
         col.prop(self, "ipfs_api")
         col.prop(self, "ipfs_gateway")
+        col.prop(self, "ipfs_provider")
+        col.prop(self, "pinata_api_url")
         col = layout.column(heading="Wallet")
         col.prop(self, "wallet_address")
         col.prop(self, "key_source")
@@ -180,6 +207,7 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         col.prop(self, "render_timeout")
         col.prop(self, "data_dir")
         col.prop(self, "asset_cache_mb")
+        col.prop(self, "keep_results_hours")
         col = layout.column(heading="Safety")
         for name in (
             "render_sandbox",

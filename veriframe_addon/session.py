@@ -24,12 +24,16 @@ from .worker.setup_check import CheckResult, run_checks
 KEY_SOURCES = ("ENV", "FILE", "SESSION")
 KEY_FILE_NAME = "worker_private_key"
 
-# Preference name -> environment variable it stands for.
+# Preference name -> environment variable it stands for. The IPFS credentials (IPFS_API_AUTH, PINATA_JWT)
+# are deliberately not here: like the key, they come from the environment or .env only, never from
+# userpref.blend.
 PREF_TO_ENV = {
     "backend_url": "BACKEND_API_URL",
     "wallet_address": "WORKER_ADDRESS",
     "ipfs_api": "IPFS_API",
     "ipfs_gateway": "IPFS_GATEWAY",
+    "ipfs_provider": "IPFS_PROVIDER",
+    "pinata_api_url": "PINATA_API_URL",
     "blender_path": "BLENDER_PATH",
     "poll_interval": "POLL_INTERVAL",
     "render_timeout": "RENDER_TIMEOUT",
@@ -41,10 +45,11 @@ PREF_TO_ENV = {
     "max_asset_mb": "MAX_ASSET_MB",
     "max_unpacked_mb": "MAX_UNPACKED_MB",
     "asset_cache_mb": "ASSET_CACHE_MB",
+    "keep_results_hours": "KEEP_RESULTS_HOURS",
 }
 
 # Preferences whose 0 is a choice (off), not "unset": passed on like any other value.
-ZERO_IS_A_SETTING = frozenset({"asset_cache_mb"})
+ZERO_IS_A_SETTING = frozenset({"asset_cache_mb", "keep_results_hours"})
 
 
 def write_key_file(path: Path, key: str) -> None:
@@ -184,6 +189,9 @@ def operator_message(error: str | None) -> str | None:
             "Cannot reach the VeriFrame backend. Is the Backend URL right, and is it online?",
         ),
         ("Authentication failed", "The backend refused your wallet: check the address and the private key."),
+        # Before "IPFS download failed": a refused download says both, and the credential is the fix.
+        ("check IPFS_API_AUTH", "The IPFS API refused the worker: set IPFS_API_AUTH (environment or .env)."),
+        ("check PINATA_JWT", "Pinata refused the upload: set a valid PINATA_JWT (environment or .env)."),
         (
             "does not match CID",
             "An IPFS source served wrong data for a job; it was refused and the job skipped.",

@@ -6,6 +6,7 @@ one ``ConfigError`` naming the variable instead of a confusing failure halfway t
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import sys
@@ -14,6 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from .env_mode import (
+    DEFAULT_LOG_FILE_COUNT,
+    DEFAULT_LOG_FILE_MB,
+    DEFAULT_STATUS_HOST,
+    MODES,
+    parse_env_mode,
+    parse_log_settings,
+    parse_status_settings,
+)
 from .errors import ConfigError
 from .limits import LIMIT_VARIABLES, RenderLimits, default_render_memory_mb
 from .multiaddr import api_url_from_multiaddr
@@ -27,10 +37,15 @@ DEFAULT_POLL_INTERVAL = 10.0
 DEFAULT_RENDER_TIMEOUT = 300.0
 DEFAULT_GATEWAY = "http://127.0.0.1:8080/ipfs"
 DEFAULT_IPFS_API = "/ip4/127.0.0.1/tcp/5001"
+DEFAULT_PINATA_API_URL = "https://api.pinata.cloud"
+IPFS_PROVIDERS = ("kubo", "pinata")
 DEFAULT_ASSET_CACHE_MB = 2048
+DEFAULT_KEEP_RESULTS_HOURS = 24.0
 
 SANDBOX_MODES = ("auto", "bwrap", "off")
 _HEX_RE = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
+_VISIBLE_RE = re.compile(r"^[!-~]+$")  # a token: visible ASCII, no spaces
+_JWT_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)
@@ -41,7 +56,7 @@ class WorkerConfig:
     worker_address: str
     private_key: int = field(repr=False)
     ipfs_api_url: str
-    ipfs_gateway_url: str
+    ipfs_gateways: tuple[str, ...]  # tried in order for downloads, then the RPC API's cat
     blender_path: str | None
     poll_interval: float
     render_timeout: float
@@ -52,6 +67,31 @@ class WorkerConfig:
     shader_cache_dir: Path | None = None
     # Verified assets kept by CID for jobs that share a scene; 0 turns the cache off.
     asset_cache_mb: int = DEFAULT_ASSET_CACHE_MB
+    # How long a finished job's folder (its render and render.log) is kept; 0: removed at once.
+    keep_results_hours: float = DEFAULT_KEEP_RESULTS_HOURS
+
+    # Who stores results: kubo (the RPC API's add) or pinata (Pinata's pinning API).
+    ipfs_provider: str = "kubo"
+    pinata_api_url: str = DEFAULT_PINATA_API_URL
+    # Credentials, like the key, stay out of ``repr``: the RPC API's Authorization header and Pinata's JWT.
+    ipfs_api_auth: str | None = field(default=None, repr=False)
+    pinata_jwt: str | None = field(default=None, repr=False)
+
+    # VERIFRAME_ENV and what it picks defaults for (see env_mode.py); log_file None: no log file.
+    env_mode: str = "development"
+    log_level: str = "INFO"
+    log_format: str = "text"
+    log_file: Path | None = None
+    log_file_mb: float = DEFAULT_LOG_FILE_MB
+    log_file_count: int = DEFAULT_LOG_FILE_COUNT
+    # The /health and /metrics endpoint (STATUS_PORT; None: off, 0: a free port), loopback by default.
+    status_port: int | None = None
+    status_host: str = DEFAULT_STATUS_HOST
+
+    @property
+    def ipfs_gateway_url(self) -> str:
+        """The first gateway (what the panel shows); downloads try every one in ``ipfs_gateways``."""
+        return self.ipfs_gateways[0]
 
     @property
     def shader_cache(self) -> Path:
@@ -127,13 +167,29 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
     worker_address = _parse_felt(_require(get("WORKER_ADDRESS"), "WORKER_ADDRESS"), "WORKER_ADDRESS")
     private_key = _parse_private_key(_require(get("WORKER_PRIVATE_KEY"), "WORKER_PRIVATE_KEY"))
     ipfs_api = get("IPFS_API", DEFAULT_IPFS_API) or DEFAULT_IPFS_API
+    if "@" in urlsplit(ipfs_api).netloc:  # the URL is logged; the value is not echoed here
+        raise ConfigError("IPFS_API", "holds user:password; put credentials in IPFS_API_AUTH instead")
     try:
         ipfs_api_url = api_url_from_multiaddr(ipfs_api)
     except ValueError as exc:
         raise ConfigError("IPFS_API", str(exc)) from None
-    gateway = _parse_http_url(get("IPFS_GATEWAY", DEFAULT_GATEWAY) or DEFAULT_GATEWAY, "IPFS_GATEWAY")
+    gateways = _parse_gateways(get("IPFS_GATEWAY", DEFAULT_GATEWAY) or DEFAULT_GATEWAY)
+    ipfs_api_auth_text = get("IPFS_API_AUTH")
+    ipfs_api_auth = parse_authorization(ipfs_api_auth_text, "IPFS_API_AUTH") if ipfs_api_auth_text else None
+    ipfs_provider = (get("IPFS_PROVIDER", "kubo") or "kubo").lower()
+    if ipfs_provider not in IPFS_PROVIDERS:
+        raise ConfigError("IPFS_PROVIDER", f"{ipfs_provider!r} is not one of {', '.join(IPFS_PROVIDERS)}")
+    pinata_api_url = _parse_http_url(
+        get("PINATA_API_URL", DEFAULT_PINATA_API_URL) or DEFAULT_PINATA_API_URL, "PINATA_API_URL"
+    )
+    pinata_jwt_text = get("PINATA_JWT")
+    pinata_jwt = _parse_jwt(pinata_jwt_text, "PINATA_JWT") if pinata_jwt_text else None
+    if ipfs_provider == "pinata" and pinata_jwt is None:
+        raise ConfigError("PINATA_JWT", "is not set; IPFS_PROVIDER=pinata needs it (environment or .env)")
     blender_path = get("BLENDER_PATH")
-    poll_interval = _parse_seconds(get("POLL_INTERVAL"), "POLL_INTERVAL", DEFAULT_POLL_INTERVAL, minimum=0.05)
+    env_mode = parse_env_mode(get("VERIFRAME_ENV"))
+    poll_default = MODES[env_mode].poll_interval
+    poll_interval = _parse_seconds(get("POLL_INTERVAL"), "POLL_INTERVAL", poll_default, minimum=0.05)
     render_timeout = _parse_seconds(
         get("RENDER_TIMEOUT"), "RENDER_TIMEOUT", DEFAULT_RENDER_TIMEOUT, minimum=1
     )
@@ -141,6 +197,8 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
     data_dir = (Path(data_dir_text).expanduser() if data_dir_text else default_data_dir()).absolute()
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError("VERIFRAME_DATA_DIR", f"{data_dir} exists and is not a folder")
+    log_settings = parse_log_settings(get, env_mode, data_dir)
+    status_settings = parse_status_settings(get)
     shader_cache_text = get("VERIFRAME_SHADER_CACHE")
     sandbox = (get("RENDER_SANDBOX", "auto") or "auto").lower()
     if sandbox not in SANDBOX_MODES:
@@ -151,15 +209,28 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         worker_address=worker_address,
         private_key=private_key,
         ipfs_api_url=ipfs_api_url,
-        ipfs_gateway_url=gateway,
+        ipfs_gateways=gateways,
         blender_path=blender_path,
         poll_interval=poll_interval,
         render_timeout=render_timeout,
         data_dir=data_dir,
+        env_mode=env_mode,
+        log_level=log_settings.level,
+        log_format=log_settings.format,
+        log_file=log_settings.file,
+        log_file_mb=log_settings.file_mb,
+        log_file_count=log_settings.file_count,
+        status_port=status_settings.port,
+        status_host=status_settings.host,
         limits=_parse_limits(get),
         sandbox=sandbox,
         shader_cache_dir=Path(shader_cache_text).expanduser().absolute() if shader_cache_text else None,
         asset_cache_mb=_parse_megabytes(get("ASSET_CACHE_MB"), "ASSET_CACHE_MB", DEFAULT_ASSET_CACHE_MB),
+        keep_results_hours=_parse_hours(get("KEEP_RESULTS_HOURS"), "KEEP_RESULTS_HOURS"),
+        ipfs_provider=ipfs_provider,
+        pinata_api_url=pinata_api_url,
+        ipfs_api_auth=ipfs_api_auth,
+        pinata_jwt=pinata_jwt,
     )
 
 
@@ -211,6 +282,52 @@ def _parse_http_url(text: str, name: str) -> str:
     return text.rstrip("/")
 
 
+def _parse_gateways(text: str) -> tuple[str, ...]:
+    """``IPFS_GATEWAY``: one path gateway or several, comma-separated, tried in the order given."""
+    entries = [entry.strip() for entry in text.split(",") if entry.strip()]
+    if not entries:
+        raise ConfigError("IPFS_GATEWAY", "names no gateway (example: https://ipfs.io,http://127.0.0.1:8080)")
+    gateways = [_parse_http_url(entry, "IPFS_GATEWAY") for entry in entries]
+    return tuple(dict.fromkeys(gateways))  # a gateway named twice is tried once
+
+
+def parse_authorization(text: str, name: str) -> str:
+    """The ``Authorization`` header value for ``Bearer <token>``, ``Basic <base64>`` or ``user:password``.
+
+    The value is a secret: no error here echoes it, and it must be plain visible ASCII so that no HTTP
+    library later refuses it with the value in its message.
+    """
+    forms = "must be 'Bearer <token>', 'Basic <base64 of user:password>' or 'user:password'"
+    if any(not " " <= char <= "~" for char in text):
+        raise ConfigError(name, f"{forms}, in printable ASCII (the value is not shown: it is a secret)")
+    scheme, _, credentials = text.partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer" and _VISIBLE_RE.match(credentials):
+        return f"Bearer {credentials}"
+    if scheme.lower() == "basic" and _VISIBLE_RE.match(credentials):
+        try:
+            decoded = base64.b64decode(credentials, validate=True)
+        except ValueError:
+            decoded = b""
+        if b":" not in decoded:
+            raise ConfigError(name, "'Basic' needs the base64 of user:password (the value is not shown)")
+        return f"Basic {credentials}"
+    user, colon, _ = text.partition(":")
+    if colon and user and scheme.lower() not in ("bearer", "basic"):
+        return "Basic " + base64.b64encode(text.encode()).decode("ascii")
+    raise ConfigError(name, f"{forms} (the value is not shown: it is a secret)")
+
+
+def _parse_jwt(text: str, name: str) -> str:
+    """A JSON Web Token (``header.payload.signature``, base64url); a pasted ``Bearer `` prefix is dropped."""
+    token = text.removeprefix("Bearer ").removeprefix("bearer ").strip()
+    if not _JWT_RE.match(token):
+        raise ConfigError(
+            name, "is not a JWT (three base64url parts joined by dots; an API key/secret pair will not do)"
+        )
+    return token
+
+
 def _parse_felt(text: str, name: str) -> str:
     if not _HEX_RE.match(text) or int(text, 16) >= STARK_FIELD_PRIME or int(text, 16) == 0:
         raise ConfigError(name, "must be a non-zero 0x-prefixed hex StarkNet felt (below the field prime)")
@@ -237,6 +354,18 @@ def _parse_megabytes(text: str | None, name: str, default: int) -> int:
         raise ConfigError(name, f"{text!r} is not a whole number of MB") from None
     if value < 0:
         raise ConfigError(name, f"must be 0 (off) or more, got {text!r}")
+    return value
+
+
+def _parse_hours(text: str | None, name: str) -> float:
+    if text is None:
+        return DEFAULT_KEEP_RESULTS_HOURS
+    try:
+        value = float(text.strip().removesuffix("h"))
+    except ValueError:
+        raise ConfigError(name, f"{text!r} is not a number of hours") from None
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(name, f"must be 0 or more hours, got {text!r}")
     return value
 
 

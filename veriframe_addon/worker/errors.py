@@ -38,6 +38,15 @@ class IpfsError(WorkerError):
     """An IPFS node or gateway could not deliver or store content."""
 
 
+class IpfsCredentialsRefused(IpfsError):
+    """The RPC API or the pinning service answered 401/403: ``variable`` names the credential to fix
+    (``IPFS_API_AUTH``, ``PINATA_JWT``). The credential itself is never part of the message."""
+
+    def __init__(self, message: str, variable: str) -> None:
+        super().__init__(message)
+        self.variable = variable
+
+
 class InvalidCid(IpfsError, ValueError):
     """A string is not a CID the worker can verify (bad syntax, unsupported codec or hash)."""
 

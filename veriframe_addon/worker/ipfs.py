@@ -1,33 +1,36 @@
 """Fetching assets from and storing results in IPFS, trusting no source's bytes without checking the CID.
 
-Downloads go to the gateway first and fall back to the node's RPC API (``/api/v0/cat``). Each source's
-stream is written to disk in pieces while ``CidVerifier`` rebuilds the DAG Kubo would have built; only
-a file whose recomputed CID equals the job's CID is handed on. A source that serves other bytes is
-logged as such and the next source is tried. Uploads stream a multipart body (``/api/v0/add``) and the
-CID the node answers with is checked against the one computed locally.
+Downloads go to each gateway of ``IPFS_GATEWAY`` in order and fall back to the node's RPC API
+(``/api/v0/cat``). Each source's stream is written to disk in pieces while ``CidVerifier`` rebuilds the
+DAG Kubo would have built; only a file whose recomputed CID equals the job's CID is handed on. A source
+that is down or serves other bytes is logged, naming it, and the next source is tried. Uploads go
+through an ``Uploader`` (``pinning``: the RPC API's ``add`` or Pinata), chosen by ``client_from_config``.
+The RPC API's ``Authorization`` value (``IPFS_API_AUTH``) is sent to the RPC API only, never to a gateway.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from .cid import CidVerifier, cid_of_file, parse_cid
-from .errors import AssetTooLarge, ContentMismatch, IpfsError
+from .cid import CidVerifier, parse_cid
+from .config import WorkerConfig
+from .errors import AssetTooLarge, ContentMismatch, IpfsCredentialsRefused, IpfsError
+from .pinning import REFUSED, KuboUploader, PinataUploader, Uploader, api_refused
 from .retry import RetryPolicy, send_with_retries
 from .transport import USER_AGENT
 
 log = logging.getLogger("veriframe.worker")
 
 PIECE = 1024 * 1024
+API_SOURCE = "IPFS API"
 ProgressCallback = Callable[[int, int | None], None]
 
 
@@ -38,20 +41,40 @@ class Download:
     source: str
 
 
+@dataclass(frozen=True)
+class Source:
+    """One place a download can come from: a path gateway, or the RPC API's ``cat`` (``API_SOURCE``)."""
+
+    kind: str  # "gateway" or API_SOURCE
+    url: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {shown_url(self.url)}"
+
+
 def gateway_url(gateway: str, cid: str) -> str:
     """``http://host:8080/ipfs`` and ``http://host:8080`` both name the same path gateway."""
     base = gateway.rstrip("/")
     return f"{base}/{cid}" if base.endswith("/ipfs") else f"{base}/ipfs/{cid}"
 
 
+def shown_url(url: str) -> str:
+    """``url`` for a log line: without user:password or query (either may carry a credential)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
 class IpfsClient:
-    """One IPFS RPC API plus one path gateway."""
+    """Path gateways (one or several, tried in order) and an RPC API for downloads, an ``Uploader``
+    (the RPC API's ``add`` unless given another) for results."""
 
     def __init__(
         self,
         api_url: str,
-        gateway: str,
+        gateways: str | Sequence[str],
         *,
+        api_auth: str | None = None,
+        uploader: Uploader | None = None,
         policy: RetryPolicy | None = None,
         stop: threading.Event | None = None,
         timeout: float = 60.0,
@@ -59,12 +82,30 @@ class IpfsClient:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.max_bytes = max_bytes  # MAX_ASSET_MB: checked against the headers, then while streaming
-        self.gateway = gateway
+        self.gateways = (gateways,) if isinstance(gateways, str) else tuple(gateways)
         self.policy = policy or RetryPolicy(attempts=3)
         self.stop = stop
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
+        # Per request, never on the session: the session also talks to gateways.
+        self._api_headers = {"Authorization": api_auth} if api_auth else {}
+        self.uploader: Uploader = uploader or KuboUploader(
+            self.api_url, self.session, authorization=api_auth, policy=self.policy, stop=stop, timeout=timeout
+        )
+
+    def __repr__(self) -> str:
+        gateways = [shown_url(gateway) for gateway in self.gateways]
+        return f"IpfsClient({shown_url(self.api_url)!r}, {gateways!r}, uploader={self.uploader!r})"
+
+    @property
+    def gateway_sources(self) -> tuple[Source, ...]:
+        return tuple(Source("gateway", gateway) for gateway in self.gateways)
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        """Every download source in the order tried: the gateways, then the RPC API."""
+        return (*self.gateway_sources, Source(API_SOURCE, self.api_url))
 
     def _check_size(self, cid: str, size: int, source: str, verb: str) -> None:
         if self.max_bytes is not None and size > self.max_bytes:
@@ -79,50 +120,69 @@ class IpfsClient:
         cid: str,
         dest: Path,
         progress: ProgressCallback | None = None,
-        sources: tuple[str, ...] = ("gateway", "IPFS API"),
+        sources: Sequence[Source] | None = None,
     ) -> Download:
         """Saves the content of ``cid`` to ``dest`` after verifying it; raises ``ContentMismatch`` or
-        ``IpfsError`` when none of ``sources`` (tried in order) delivers the right bytes."""
+        ``IpfsError`` when none of ``sources`` (default: ``self.sources``, tried in order) delivers the
+        right bytes."""
         parse_cid(cid)  # refuse an unverifiable CID before any request
-        openers: dict[str, Callable[[], requests.Response]] = {
-            "gateway": lambda: self.session.get(
-                gateway_url(self.gateway, cid), stream=True, timeout=self.timeout
-            ),
-            "IPFS API": lambda: self.session.post(
-                f"{self.api_url}/api/v0/cat", params={"arg": cid}, stream=True, timeout=self.timeout
-            ),
-        }
-        sources_to_try = [(name, openers[name]) for name in sources]
         errors: list[str] = []
         mismatch: ContentMismatch | None = None
-        for name, opener in sources_to_try:
+        refused: IpfsCredentialsRefused | None = None
+        for source in self.sources if sources is None else sources:
             try:
-                size = self._fetch_verified(name, opener, cid, dest, progress)
-                return Download(dest, size, name)
+                return self.fetch_from(source, cid, dest, progress)
             except ContentMismatch as exc:
-                log.error("[Worker] Refused %s bytes for %s: they hash to %s", name, cid, exc.actual)
+                log.error(
+                    "[Worker] Refused %s bytes for %s from %s: they hash to %s",
+                    source.kind,
+                    cid,
+                    shown_url(source.url),
+                    exc.actual,
+                )
                 mismatch = mismatch or exc
             except IpfsError as exc:
-                log.warning("[Worker] %s could not deliver %s: %s", name, cid, exc)
-                errors.append(f"{name}: {exc}")
+                log.warning("[Worker] %s could not deliver %s: %s", source, cid, exc)
+                errors.append(f"{source}: {exc}")
+                if isinstance(exc, IpfsCredentialsRefused):
+                    refused = refused or exc
         if mismatch is not None:
             raise mismatch
-        raise IpfsError(f"IPFS download failed for {cid} ({'; '.join(errors)})")
+        message = f"IPFS download failed for {cid} ({'; '.join(errors)})"
+        if refused is not None:  # a setting to fix, not a passing outage: the worker stops on it
+            raise IpfsCredentialsRefused(message, refused.variable)
+        raise IpfsError(message)
 
-    def _fetch_verified(
-        self,
-        name: str,
-        opener: Callable[[], requests.Response],
-        cid: str,
-        dest: Path,
-        progress: ProgressCallback | None,
-    ) -> int:
+    def fetch_from(
+        self, source: Source, cid: str, dest: Path, progress: ProgressCallback | None = None
+    ) -> Download:
+        """``download`` from ``source`` alone, without logging; raises that source's own error."""
+        parse_cid(cid)
+        return Download(dest, self._fetch_verified(source, cid, dest, progress), str(source))
+
+    def _open(self, source: Source, cid: str) -> requests.Response:
+        if source.kind == API_SOURCE:
+            return self.session.post(
+                f"{source.url}/api/v0/cat",
+                params={"arg": cid},
+                headers=self._api_headers,
+                stream=True,
+                timeout=self.timeout,
+            )
+        return self.session.get(gateway_url(source.url, cid), stream=True, timeout=self.timeout)
+
+    def _fetch_verified(self, source: Source, cid: str, dest: Path, progress: ProgressCallback | None) -> int:
+        name = source.kind
         try:
-            response = send_with_retries(opener, f"{name} download of {cid}", self.policy, self.stop)
+            response = send_with_retries(
+                lambda: self._open(source, cid), f"{source} download of {cid}", self.policy, self.stop
+            )
         except requests.RequestException as exc:
             raise IpfsError(f"unreachable ({type(exc).__name__})") from None
 
         with response:
+            if source.kind == API_SOURCE and response.status_code in REFUSED:
+                raise api_refused(response.status_code)
             if response.status_code != 200:
                 raise IpfsError(f"HTTP {response.status_code}: {response.text[:200]}")
             total = _content_length(response)
@@ -152,34 +212,8 @@ class IpfsClient:
 
     # -- upload ---------------------------------------------------------------------------------------
     def upload(self, path: Path) -> str:
-        """Adds ``path`` (CIDv0, Kubo defaults) and returns its CID, checked against a local computation."""
-        expected = str(cid_of_file(path, cid_version=0))
-
-        def send() -> requests.Response:
-            boundary = secrets.token_hex(16)  # a fresh body generator per attempt
-            return self.session.post(
-                f"{self.api_url}/api/v0/add",
-                params={"cid-version": 0, "pin": "true", "quiet": "true"},
-                data=_multipart_body(path, boundary),
-                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-                timeout=self.timeout,
-            )
-
-        try:
-            response = send_with_retries(send, f"IPFS upload of {path.name}", self.policy, self.stop)
-        except requests.RequestException as exc:
-            raise IpfsError(f"IPFS API unreachable at {self.api_url} ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            raise IpfsError(f"IPFS upload failed: HTTP {response.status_code}: {response.text[:200]}")
-        try:
-            # Kubo answers one JSON object per added entry (more with progress on); the file is the last.
-            answer = json.loads(response.text.strip().splitlines()[-1])
-            cid = str(answer["Hash"])
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise IpfsError(f"IPFS upload answered with no CID: {response.text[:200]}") from exc
-        if cid != expected:
-            raise ContentMismatch(expected, cid, source="IPFS API add")
-        return cid
+        """Stores ``path`` (CIDv0, Kubo defaults) and returns its CID, checked against a local computation."""
+        return self.uploader.upload(path)
 
     def close(self) -> None:
         self.session.close()
@@ -194,14 +228,33 @@ def _content_length(response: requests.Response) -> int | None:
     return None
 
 
-def _multipart_body(path: Path, boundary: str) -> Iterator[bytes]:
-    """A streamed multipart/form-data body with one ``file`` part, read from disk in pieces."""
-    yield (
-        f"--{boundary}\r\n"
-        f'Content-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    with path.open("rb") as file:
-        while piece := file.read(PIECE):
-            yield piece
-    yield f"\r\n--{boundary}--\r\n".encode()
+def client_from_config(
+    config: WorkerConfig,
+    *,
+    stop: threading.Event | None = None,
+    policy: RetryPolicy | None = None,
+    timeout: float = 60.0,
+) -> IpfsClient:
+    """The one place the IPFS provider is chosen: downloads from the gateways then the RPC API, uploads
+    through the RPC API (``IPFS_PROVIDER=kubo``) or Pinata's pinning API (``pinata``)."""
+    client = IpfsClient(
+        config.ipfs_api_url,
+        config.ipfs_gateways,
+        api_auth=config.ipfs_api_auth,
+        policy=policy,
+        stop=stop,
+        timeout=timeout,
+        max_bytes=config.limits.max_asset_bytes,
+    )
+    if config.ipfs_provider == "pinata":
+        if config.pinata_jwt is None:  # load_config refuses this; a hand-made config might not
+            raise IpfsError("IPFS_PROVIDER=pinata needs PINATA_JWT")
+        client.uploader = PinataUploader(
+            config.pinata_api_url,
+            config.pinata_jwt,
+            client.session,
+            policy=client.policy,
+            stop=stop,
+            timeout=timeout,
+        )
+    return client

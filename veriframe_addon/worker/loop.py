@@ -18,11 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import telemetry
 from .api import LOST_RACE_STATUSES, BackendClient, Job
 from .asset import prepare_blend
 from .asset_cache import AssetCache
 from .auth import AuthSession, StarkSigner
 from .cid import parse_cid
+from .cleanup import CLEANUP_EVERY_SECONDS, remove_old_job_folders
 from .config import WorkerConfig
 from .errors import (
     AssetTooLarge,
@@ -31,16 +33,18 @@ from .errors import (
     Cancelled,
     ContentMismatch,
     InvalidCid,
+    IpfsCredentialsRefused,
     IpfsError,
     JobSettingsError,
     RenderError,
     WorkerError,
 )
-from .ipfs import IpfsClient
+from .ipfs import client_from_config, shown_url
 from .job_settings import ENGINES, RenderSettings, parse_render_settings
 from .job_state import JobState, JobStateStore
 from .journal import JobJournal
 from .limits import MIB
+from .metrics import METRICS
 from .render import CHILD_SCRIPT, BlenderRenderer, RenderResult, blender_version, find_blender, png_size
 from .retry import RetryPolicy
 from .sandbox import choose_sandbox
@@ -73,6 +77,7 @@ class WorkerStatus:
     last_render: Path | None = None
     last_result_cid: str | None = None
     sandbox: str | None = None  # how renders are contained, in words (set once Blender is found)
+    blender: str | None = None  # the render Blender's version (set once it is found)
 
 
 class Worker:
@@ -94,12 +99,7 @@ class Worker:
         transport = JsonTransport(config.backend_url, policy=RetryPolicy(), stop=self.stop)
         self.auth = AuthSession(transport, config.worker_address, StarkSigner(config.private_key))
         self.backend = BackendClient(transport, self.auth)
-        self.ipfs = IpfsClient(
-            config.ipfs_api_url,
-            config.ipfs_gateway_url,
-            stop=self.stop,
-            max_bytes=config.limits.max_asset_bytes,
-        )
+        self.ipfs = client_from_config(config, stop=self.stop)
         self.assets = AssetCache(config.asset_cache_dir, config.asset_cache_mb * MIB)
         self.blender = find_blender(config.blender_path)
         self.renderer = BlenderRenderer(
@@ -110,6 +110,7 @@ class Worker:
         self._last_verified_check = 0.0
         self._blender_version = "unknown"
         self._worker_id: object = None  # the backend's id of this worker (a job's ``worker_id``)
+        self._last_cleanup = 0.0
         self._taken: set[str] = set()  # jobs claimed or resumed in this run (--max-jobs counts these)
 
     # -- status ---------------------------------------------------------------------------------------
@@ -130,8 +131,17 @@ class Worker:
         log.info("[Worker] Starting VeriFrame Worker (API-based)")
         log.info("[Worker] Backend API: %s", cfg.backend_url)
         log.info("[Worker] Worker Address: %s", cfg.worker_address)
-        log.info("[Worker] IPFS API: %s, gateway: %s", cfg.ipfs_api_url, cfg.ipfs_gateway_url)
+        pinata = cfg.ipfs_provider == "pinata"
+        uploads = f"Pinata at {shown_url(cfg.pinata_api_url)}" if pinata else "the IPFS API"
+        log.info(
+            "[Worker] IPFS API: %s, gateway%s: %s (results go to %s)",
+            shown_url(cfg.ipfs_api_url),
+            "s" if len(cfg.ipfs_gateways) > 1 else "",
+            ", ".join(shown_url(g) for g in cfg.ipfs_gateways),
+            uploads,
+        )
         self._blender_version = blender_version(self.blender)
+        self._publish(blender=self._blender_version)
         kind = " (bpy module)" if self.blender.uses_bpy_module else ""
         log.info("[Worker] Blender found: %s%s", self._blender_version, kind)
         if not self._sandbox_chosen:
@@ -174,6 +184,7 @@ class Worker:
         """
         idle = stop_after_job or self.stop
         self.announce()
+        self.clean_up_old_jobs()
         log.info("[Worker] Starting job polling loop (interval: %gs)", self.config.poll_interval)
         completed_before = self.status.completed
         consecutive_auth_failures = 0
@@ -193,6 +204,11 @@ class Worker:
                 if consecutive_auth_failures >= 3:
                     raise
                 worked = False
+            except IpfsCredentialsRefused as exc:
+                self._publish(
+                    state="stopped", job_id=None, asset_cid=None, progress=None, last_error=str(exc)
+                )
+                raise
             except BackendError as exc:
                 kept = len(self.journal.pending_results)
                 note = f"; {kept} finished result(s) kept to deliver when it is back" if kept else ""
@@ -202,11 +218,22 @@ class Worker:
                 log.error("[Worker] Waiting for the backend (%s)%s", exc, note)
                 worked = False
             if not worked:
+                if time.monotonic() - self._last_cleanup >= CLEANUP_EVERY_SECONDS:
+                    self.clean_up_old_jobs()
                 if self.status.state != "waiting":
                     self._publish(state="idle", job_id=None, asset_cid=None, progress=None)
                 idle.wait(self.config.poll_interval)
         self._publish(state="stopped", job_id=None, asset_cid=None, progress=None)
         return self.status.completed - completed_before
+
+    def clean_up_old_jobs(self) -> None:
+        """Removes finished jobs' folders older than ``KEEP_RESULTS_HOURS``; never an unfinished one's."""
+        self._last_cleanup = time.monotonic()
+        in_use = {state.job_id for state in self.states.unfinished()} | set(self.journal.pending_results)
+        try:
+            remove_old_job_folders(self.config.jobs_dir, self.config.keep_results_hours * 3600, in_use)
+        except OSError as exc:  # housekeeping must never stop the worker
+            log.warning("[Worker] Could not clean up old job folders: %s", exc)
 
     # -- polling --------------------------------------------------------------------------------------
     def poll_once(self) -> bool:
@@ -280,20 +307,24 @@ class Worker:
             self.states.save(state)
         try:
             if not state.reached("downloaded"):
-                blend = self._fetch(job, job_dir)
+                with telemetry.stage(job.id, "download"):
+                    blend = self._fetch(job, job_dir)
                 state = state.at("downloaded", blend=str(blend))
                 self.states.save(state)
             if not state.reached("rendered"):
-                render = self._render(job, settings, job_dir, Path(str(state.blend)))
+                with telemetry.stage(job.id, "render"):
+                    render = self._render(job, settings, job_dir, Path(str(state.blend)))
                 state = state.at("rendered", render=_render_record(render))
                 self.states.save(state)
             if not state.reached("uploaded"):
                 output = Path(str((state.render or {})["output"]))
                 png_size(output)  # a resumed render must still be there, and a PNG
-                self._publish(state="uploading", progress=None)
-                log.info("[Worker] Uploading render result to IPFS: %s", output)
-                result_cid = self.ipfs.upload(output)
-                log.info("[Worker] Upload successful. CID: %s", result_cid)
+                with telemetry.stage(job.id, "upload"):
+                    self._publish(state="uploading", progress=None)
+                    log.info("[Worker] Uploading render result to IPFS: %s", output)
+                    result_cid = self.ipfs.upload(output)
+                    log.info("[Worker] Upload successful. CID: %s", result_cid)
+                METRICS.bytes_uploaded.inc(output.stat().st_size)
                 self.journal.record_result(job.id, result_cid)
                 state = state.at("uploaded", result_cid=result_cid)
                 self.states.save(state)
@@ -305,6 +336,12 @@ class Worker:
                 log.warning("[Worker] Job %s interrupted at stage %s: %s", job.id, state.stage, exc)
                 self._publish(last_error=f"Job {job.id} interrupted: {exc}")
                 return False
+            if isinstance(exc, IpfsCredentialsRefused):
+                # Every job would fail the same way: keep this one at its stage (not a try used up) and
+                # stop taking jobs until the operator fixes the credential; the next start resumes it.
+                log.error("[Worker] Job %s kept at stage '%s': %s", job.id, state.stage, exc)
+                self._publish(last_error=str(exc))
+                raise
             if _is_transient(exc) and state.attempts + 1 < MAX_TRANSIENT_ATTEMPTS:
                 # IPFS is unreachable or failing right now: keep what is done, try this stage again later.
                 state = state.at(state.stage, attempts=state.attempts + 1)
@@ -319,12 +356,16 @@ class Worker:
                 )
                 self._publish(last_error=f"Job {job.id} waiting for IPFS: {exc}")
                 return False
-            self._fail(job.id, str(exc))
+            self._fail(job.id, str(exc), telemetry.failure_reason(exc))
             _remove_inputs(job_dir)
             return False
         _remove_inputs(job_dir)
         assert state.result_cid is not None
-        return self._report(job.id, state.result_cid, quality_score(state.render or {}), job.reward)
+        with telemetry.stage(job.id, "report") as report:
+            report.finished = self._report(
+                job.id, state.result_cid, quality_score(state.render or {}), job.reward
+            )
+        return report.finished
 
     def _fetch(self, job: Job, job_dir: Path) -> Path:
         """Downloads and verifies the asset into a fresh job folder; returns the scene to render."""
@@ -345,6 +386,7 @@ class Worker:
                 job.asset_cid,
                 cached.size,
             )
+            METRICS.asset_cache_hits.inc()
         else:
             self._download(job, job_dir / "asset")
         blend = prepare_blend(job_dir / "asset", job_dir / "scene", self.config.limits.max_unpacked_bytes)
@@ -366,6 +408,7 @@ class Worker:
             download.source,
             download.size / seconds / 1e6,
         )
+        METRICS.bytes_downloaded.inc(download.size)
         self.assets.add(job.asset_cid, dest)  # before unpacking: the cache keeps the verified bytes
 
     def _render(self, job: Job, settings: RenderSettings, job_dir: Path, blend: Path) -> RenderResult:
@@ -413,6 +456,7 @@ class Worker:
             return self._settle_refused_report(job_id, result_cid, exc)
         log.info("[Worker] Successfully submitted result for job %s", job_id)
         self.journal.mark_completed(job_id)
+        METRICS.jobs_completed.inc()
         self.states.remove(job_id)
         self._publish(completed=self.status.completed + 1, reward_total=self.status.reward_total + reward)
         log.info("[Worker] ✓ Successfully completed job %s", job_id)
@@ -433,12 +477,13 @@ class Worker:
         if job.status == "completed" and job.raw.get("full_result_cid") == result_cid and mine:
             log.info("[Worker] Job %s was already completed with this result", job_id)
             self.journal.mark_completed(job_id)
+            METRICS.jobs_completed.inc()
             self.states.remove(job_id)
             self._publish(
                 completed=self.status.completed + 1, reward_total=self.status.reward_total + job.reward
             )
             return True
-        self._fail(job_id, f"the backend refused the result: {exc.detail}")
+        self._fail(job_id, f"the backend refused the result: {exc.detail}", "backend_refused")
         return False
 
     def resume_unfinished(self) -> bool:
@@ -486,8 +531,10 @@ class Worker:
             log.info("[Worker] Reporting earlier result of job %s: %s", job_id, cid)
             self._report(job_id, cid, 100, 0)
 
-    def _fail(self, job_id: str, reason: str) -> None:
-        log.error("[Worker] ✗ Job %s failed: %s", job_id, reason)
+    def _fail(self, job_id: str, reason: str, kind: str = "other") -> None:
+        """Gives the job up for good; ``kind`` is the short reason metrics count it under."""
+        log.error("[Worker] ✗ Job %s failed: %s", job_id, reason, extra={"job_id": job_id})
+        METRICS.jobs_failed.inc(reason=kind)
         self.journal.mark_failed(job_id, reason)
         self.states.remove(job_id)
         self._publish(failed=self.status.failed + 1, last_error=f"Job {job_id} failed: {reason}")

@@ -19,6 +19,8 @@ from typing import TypeVar
 
 import requests
 
+from .metrics import METRICS
+
 log = logging.getLogger("veriframe.worker")
 
 T = TypeVar("T")
@@ -107,6 +109,7 @@ def call_with_retries(
         except (*RETRYABLE_ERRORS, _RetryableStatus) as exc:
             if attempt + 1 >= policy.attempts:
                 raise
+            METRICS.retries.inc(what=retry_kind(what))
             delay = policy.delay(attempt)
             asked = retry_after(exc.response) if isinstance(exc, _RetryableStatus) else None
             if asked is not None:  # the server said when: wait that long (bounded), not less
@@ -122,6 +125,17 @@ def call_with_retries(
             if (stop or threading.Event()).wait(delay):
                 raise
     raise AssertionError("unreachable")
+
+
+def retry_kind(what: str) -> str:
+    """The ``what`` label of ``veriframe_retries_total``: ``what`` names a job or file, a label must not."""
+    if what.split(" ", 1)[0] in {"GET", "POST", "PUT", "PATCH", "DELETE"}:
+        return "backend"  # JsonTransport's "METHOD /path"
+    if "upload" in what:
+        return "ipfs_upload"
+    if "download" in what:
+        return "ipfs_download"
+    return "other"
 
 
 def _short(exc: Exception) -> str:

@@ -8,6 +8,7 @@ the main thread. Everything here is plain Python, so the hand-off is tested with
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections import deque
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from .config import WorkerConfig
 from .errors import WorkerError
+from .logs import Redactor, SecretFilter, config_file_handler, secret_values
 from .loop import Worker, WorkerStatus
 
 log = logging.getLogger("veriframe.worker")
@@ -58,6 +60,9 @@ class BackgroundWorker:
         self.error: str | None = None
         self._thread: threading.Thread | None = None
         self._handler = _QueueLogHandler(self.events.put)
+        self._redactor = Redactor(secret_values(config, os.environ))
+        self._handler.addFilter(SecretFilter(self._redactor))  # the panel shows no secret either
+        self._file_handler: logging.Handler | None = None
 
     @property
     def running(self) -> bool:
@@ -69,7 +74,11 @@ class BackgroundWorker:
         self.stop_now.clear()
         self.stop_after_job.clear()
         logging.getLogger("veriframe.worker").addHandler(self._handler)
-        logging.getLogger("veriframe.worker").setLevel(logging.INFO)
+        # The same rotating file (DATA/logs/worker.log) a headless worker writes, for a bug report.
+        self._file_handler = config_file_handler(self.config, self._redactor)
+        if self._file_handler is not None:
+            logging.getLogger("veriframe.worker").addHandler(self._file_handler)
+        logging.getLogger("veriframe.worker").setLevel(self.config.log_level)
         self._thread = threading.Thread(target=self._run, name="veriframe-worker", daemon=True)
         self._thread.start()
 
@@ -95,6 +104,9 @@ class BackgroundWorker:
                 )
             )
             logging.getLogger("veriframe.worker").removeHandler(self._handler)
+            if self._file_handler is not None:
+                logging.getLogger("veriframe.worker").removeHandler(self._file_handler)
+                self._file_handler.close()
 
     def request_stop(self, *, now: bool) -> None:
         """``now``: kill the render and stop; otherwise finish the current job, then stop."""

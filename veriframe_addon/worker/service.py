@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import WorkerConfig, load_config
-from .errors import AuthError, ConfigError, RenderError
-from .logs import configure_logging
+from .errors import AuthError, ConfigError, IpfsCredentialsRefused, RenderError
+from .logs import LEVELS, Redactor, configure_from_config, configure_logging, early_format, secret_values
 from .loop import Worker
+from .status_server import StatusServer, WorkerMonitor
 
 log = logging.getLogger("veriframe.worker")
 
@@ -26,7 +27,11 @@ EXIT_OK, EXIT_CONFIG, EXIT_AUTH, EXIT_BLENDER = 0, 2, 3, 4
 
 
 def argument_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Render VeriFrame jobs on this machine.")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Render VeriFrame jobs on this machine.",
+        epilog=f"To check the setup instead (backend, key, IPFS, Blender): {prog} doctor [--env-file F]",
+    )
     parser.add_argument("--max-jobs", type=int, default=None, help="stop after taking this many jobs")
     parser.add_argument(
         "--env-file",
@@ -34,19 +39,65 @@ def argument_parser(prog: str) -> argparse.ArgumentParser:
         default=None,
         help="settings file (default: .env in the current folder, if there is one)",
     )
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LEVELS,
+        default=None,
+        help="overrides LOG_LEVEL (default INFO)",
+    )
+    parser.add_argument(
+        "--status-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve /health and /metrics on this port, 0 for any free one (default: STATUS_PORT, else off)",
+    )
+    parser.add_argument(
+        "--status-host",
+        default=None,
+        metavar="ADDRESS",
+        help="address the status endpoint listens on (default: STATUS_HOST, else 127.0.0.1)",
+    )
     return parser
+
+
+def env_file_or_default(env_file: Path | None) -> Path | None:
+    """The ``--env-file`` given, else ``.env`` in the current folder when there is one."""
+    return env_file or (Path(".env") if Path(".env").is_file() else None)
+
+
+def _early_logging(level_override: str | None) -> None:
+    """Logging before the settings are read, so a broken setting is still reported, in the format the
+    operator asked for where it can tell (the settings may be what is broken)."""
+    wanted = (os.environ.get("LOG_LEVEL") or "INFO").upper()
+    level = level_override or (wanted if wanted in LEVELS else "INFO")
+    configure_logging(level, early_format(os.environ), secrets=secret_values(None, os.environ))
 
 
 def serve(args: argparse.Namespace, make_config: Callable[[Path | None], WorkerConfig] | None = None) -> int:
     """Loads the settings, runs the worker until SIGINT/SIGTERM or ``--max-jobs``, returns an exit code."""
-    configure_logging(args.log_level)
-    env_file = args.env_file or (Path(".env") if Path(".env").is_file() else None)
+    _early_logging(args.log_level)
+    env_file = env_file_or_default(args.env_file)
     try:
         config = make_config(env_file) if make_config else load_config(env_file=env_file)
     except ConfigError as exc:
         log.error("[Worker] Configuration error: %s", exc)
         return EXIT_CONFIG
+    written = configure_from_config(config, level=args.log_level, environ=os.environ)
+    log.info(
+        "[Worker] Mode %s: %s logs at %s, %s",
+        config.env_mode,
+        config.log_format,
+        args.log_level or config.log_level,
+        f"also written to {config.log_file}" if written is not None else "no log file",
+    )
+    status_port = args.status_port if args.status_port is not None else config.status_port
+    monitor = None
+    if status_port is not None:
+        redactor = Redactor(secret_values(config, os.environ))
+        monitor = WorkerMonitor(env_mode=config.env_mode, redact=redactor.redact)
+    server: StatusServer | None = None
 
     stop = threading.Event()
     stop_after_job = threading.Event()
@@ -64,7 +115,12 @@ def serve(args: argparse.Namespace, make_config: Callable[[Path | None], WorkerC
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        worker = Worker(config, stop=stop)
+        worker = Worker(config, stop=stop, on_status=monitor.update if monitor is not None else None)
+        if monitor is not None and status_port is not None:
+            monitor.watch(worker)
+            server = StatusServer(monitor, args.status_host or config.status_host, status_port)
+            server.start()
+            monitor.running = True
         completed = worker.run(max_jobs=args.max_jobs, stop_after_job=stop_after_job)
     except ConfigError as exc:
         log.error("[Worker] Configuration error: %s", exc)
@@ -72,10 +128,17 @@ def serve(args: argparse.Namespace, make_config: Callable[[Path | None], WorkerC
     except AuthError as exc:
         log.error("[Worker] %s", exc)
         return EXIT_AUTH
+    except IpfsCredentialsRefused as exc:
+        log.error("[Worker] Stopped: %s (the job in hand stays claimed and resumes on the next start)", exc)
+        return EXIT_CONFIG
     except RenderError as exc:
         log.error("[Worker] %s", exc)
         return EXIT_BLENDER
     finally:
+        if monitor is not None:
+            monitor.running = False
+        if server is not None:
+            server.close()
         for sig, handler in previous.items():
             if handler is not None:  # None: a handler installed from C (Blender's own), not restorable here
                 signal.signal(sig, handler)

@@ -1,10 +1,11 @@
 """ "Check setup": proves each outside piece the worker needs works, and names the one that does not.
 
-Each check does the real thing on a small scale: the backend answers ``/health``; the IPFS API stores a
-fixed probe and the gateway serves it back with the right CID; the key signs a real challenge and the
+Each check does the real thing on a small scale: the backend answers ``/health``; the IPFS API (or
+Pinata, with ``IPFS_PROVIDER=pinata``) stores a fixed probe and every gateway serves it back with the
+right CID; the key signs a real challenge and the
 backend accepts it; the render Blender starts and reports its version, and starts inside the OS sandbox
 (unless the operator turned that off). The same checks back the panel's
-button and, later, a ``doctor`` command.
+button and the ``doctor`` command (``worker/doctor.py``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from .api import BackendClient
 from .auth import AuthSession, StarkSigner
 from .cid import cid_of_bytes
 from .config import WorkerConfig
-from .errors import WorkerError
-from .ipfs import IpfsClient
+from .errors import IpfsError, WorkerError
+from .ipfs import IpfsClient, client_from_config, shown_url
 from .render import CHILD_SCRIPT, blender_version, find_blender
 from .retry import RetryPolicy
 from .sandbox import choose_sandbox
@@ -57,14 +58,24 @@ def _ipfs_api(config: WorkerConfig, client: IpfsClient, folder: Path) -> str:
     probe = folder / "probe.txt"
     probe.write_bytes(PROBE)
     cid = client.upload(probe)  # also checks the node's CID against our own computation
-    return f"stored the probe at {config.ipfs_api_url} ({cid})"
+    return f"stored the probe at {client.uploader.where} ({cid})"
 
 
 def _ipfs_gateway(config: WorkerConfig, client: IpfsClient, folder: Path) -> str:
+    """Each gateway alone, so a gateway problem is not hidden by the next one or the API fallback."""
     probe_cid = str(cid_of_bytes(PROBE))
-    # The gateway alone, so a gateway problem is not hidden by the API fallback.
-    client.download(probe_cid, folder / "back.txt", sources=("gateway",))
-    return f"served the probe back, verified, from {config.ipfs_gateway_url}"
+    failed: list[str] = []
+    for source in client.gateway_sources:
+        try:
+            client.fetch_from(source, probe_cid, folder / "back.txt")
+        except IpfsError as exc:
+            failed.append(f"{source}: {exc}")
+    if len(client.gateways) == 1 and failed:
+        raise IpfsError(failed[0])
+    if failed:
+        raise IpfsError(f"{len(failed)} of {len(client.gateways)} gateways failed: {'; '.join(failed)}")
+    names = ", ".join(shown_url(gateway) for gateway in client.gateways)
+    return f"served the probe back, verified, from {names}"
 
 
 def _key(config: WorkerConfig) -> str:
@@ -116,7 +127,7 @@ def run_checks(
         except (WorkerError, requests.RequestException, OSError) as exc:
             record(name, False, str(exc), started)
 
-    client = IpfsClient(config.ipfs_api_url, config.ipfs_gateway_url, policy=NO_RETRY, timeout=15)
+    client = client_from_config(config, policy=NO_RETRY, timeout=15)
     with tempfile.TemporaryDirectory(prefix="veriframe-check-") as tmp:
         for name, ipfs_check in (("IPFS API", _ipfs_api), ("IPFS gateway", _ipfs_gateway)):
             started = time.monotonic()
