@@ -28,6 +28,16 @@ from .fault_proxy import FaultPolicy, FaultProxy
 KIB = 1024
 
 
+def _settings(data_dir: Path) -> dict[str, str]:
+    """The least a worker config needs (nothing here is contacted)."""
+    return {
+        "BACKEND_API_URL": "http://127.0.0.1:8000",
+        "WORKER_ADDRESS": "0x1",
+        "WORKER_PRIVATE_KEY": "0x2",
+        "VERIFRAME_DATA_DIR": str(data_dir),
+    }
+
+
 def _job(devnet: Devnet, job_id: str) -> dict:
     return requests.get(f"{devnet.backend_url}/jobs/{job_id}", timeout=10).json()
 
@@ -128,12 +138,7 @@ def test_half_written_entries_left_by_a_crash_are_removed_once_stale(tmp_path: P
 
 
 def test_asset_cache_mb_is_read_from_the_environment(tmp_path: Path) -> None:
-    base = {
-        "BACKEND_API_URL": "http://127.0.0.1:8000",
-        "WORKER_ADDRESS": "0x1",
-        "WORKER_PRIVATE_KEY": "0x2",
-        "VERIFRAME_DATA_DIR": str(tmp_path),
-    }
+    base = _settings(tmp_path)
     assert load_config(environ=base).asset_cache_mb == 2048
     assert load_config(environ={**base, "ASSET_CACHE_MB": "0"}).asset_cache_mb == 0
     assert load_config(environ={**base, "ASSET_CACHE_MB": "512"}).asset_cache_dir == tmp_path / "asset-cache"
@@ -171,13 +176,7 @@ def test_jobs_sharing_a_scene_download_it_once(devnet: Devnet, sample_blend: Pat
 
 def test_a_preference_of_zero_turns_the_cache_off_despite_the_environment(tmp_path: Path) -> None:
     """0 is a choice for this preference ("off"), unlike the preferences where 0 means "not set"."""
-    environ = {
-        "BACKEND_API_URL": "http://127.0.0.1:8000",
-        "WORKER_ADDRESS": "0x1",
-        "WORKER_PRIVATE_KEY": "0x2",
-        "VERIFRAME_DATA_DIR": str(tmp_path),
-        "ASSET_CACHE_MB": "4096",
-    }
+    environ = {**_settings(tmp_path), "ASSET_CACHE_MB": "4096"}
     session = ExtensionSession()
     assert session.build_config({}, "ENV", tmp_path / "key", environ=environ).asset_cache_mb == 4096
     off = session.build_config({"asset_cache_mb": 0}, "ENV", tmp_path / "key", environ=environ)

@@ -74,21 +74,12 @@ class Metric:
         raise NotImplementedError
 
 
-class Counter(Metric):
-    """Only goes up (a restart resets it; Prometheus' ``rate()`` copes with that)."""
-
-    kind = "counter"
+class _Scalar(Metric):
+    """One number per label set (counters and gauges); an unlabelled family starts at 0."""
 
     def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name, help_text, labelnames)
         self._values: dict[Key, float] = {} if self.labelnames else {(): 0.0}
-
-    def inc(self, amount: float = 1.0, **labels: object) -> None:
-        if amount < 0:
-            raise ValueError(f"{self.name} is a counter: it cannot go down by {amount}")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
 
     def value(self, **labels: object) -> float:
         with self._lock:
@@ -99,15 +90,24 @@ class Counter(Metric):
             yield f"{self.name}{_labels(self.labelnames, key)} {format_number(value)}"
 
 
-class Gauge(Metric):
+class Counter(_Scalar):
+    """Only goes up (a restart resets it; Prometheus' ``rate()`` copes with that)."""
+
+    kind = "counter"
+
+    def inc(self, amount: float = 1.0, **labels: object) -> None:
+        if amount < 0:
+            raise ValueError(f"{self.name} is a counter: it cannot go down by {amount}")
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+
+class Gauge(_Scalar):
     """A value that goes up and down; ``clear()`` drops every labelled sample (an "info" gauge that moves
     from one job to the next)."""
 
     kind = "gauge"
-
-    def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
-        super().__init__(name, help_text, labelnames)
-        self._values: dict[Key, float] = {} if self.labelnames else {(): 0.0}
 
     def set(self, value: float, **labels: object) -> None:
         key = self._key(labels)
@@ -117,14 +117,6 @@ class Gauge(Metric):
     def clear(self) -> None:
         with self._lock:
             self._values = {} if self.labelnames else {(): 0.0}
-
-    def value(self, **labels: object) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def _samples(self) -> Iterator[str]:
-        for key, value in sorted(self._values.items()):
-            yield f"{self.name}{_labels(self.labelnames, key)} {format_number(value)}"
 
 
 class Histogram(Metric):
