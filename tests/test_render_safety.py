@@ -118,12 +118,16 @@ def test_stop_now_kills_a_running_render(sample_blend: Path, tmp_path: Path) -> 
     assert pids_with(str(job_dir / "render_spec.json")) == []
 
 
-def test_render_child_never_sees_the_private_key(
+def test_render_child_never_sees_the_private_key_or_ipfs_credentials(
     sample_blend: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The key sits in the worker's environment; the child's environment and argv must not carry it."""
+    """The key and the IPFS credentials sit in the worker's environment; the child's environment and argv
+    must not carry any of them."""
     secret = "0x" + "5ec12e7" * 9
+    credentials = {"IPFS_API_AUTH": "Bearer t0ken-5ec12e7", "PINATA_JWT": "aaa.bbb5ec12e7.ccc"}
     monkeypatch.setenv("WORKER_PRIVATE_KEY", secret)
+    for name, value in credentials.items():
+        monkeypatch.setenv(name, value)
     job_dir = tmp_path / "job"
     job_dir.mkdir()
     seen: list[bytes] = []
@@ -140,6 +144,8 @@ def test_render_child_never_sees_the_private_key(
     )
     assert seen, "the render child was never observed"
     assert all(secret.encode() not in blob and b"WORKER_PRIVATE_KEY" not in blob for blob in seen)
+    for name, value in credentials.items():
+        assert all(value.encode() not in blob and name.encode() not in blob for blob in seen), name
     assert secret not in (job_dir / "render.log").read_text()
     assert os.environ["WORKER_PRIVATE_KEY"] == secret
 
