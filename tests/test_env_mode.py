@@ -27,9 +27,9 @@ def _settings(config: WorkerConfig) -> tuple:
     return (config.env_mode, config.log_level, config.log_format, config.poll_interval)
 
 
-def test_development_is_the_default_and_keeps_todays_behaviour(tmp_path: Path) -> None:
+def test_development_is_the_default_verbose_text_and_ten_second_polls(tmp_path: Path) -> None:
     config = load_config(environ=_env(tmp_path))
-    assert _settings(config) == ("development", "INFO", "text", 10.0)
+    assert _settings(config) == ("development", "DEBUG", "text", 10.0)
     assert config.log_file == tmp_path / "data" / "logs" / "worker.log"
     assert (config.log_file_mb, config.log_file_count) == (10.0, 5)
     assert (config.status_port, config.status_host) == (None, "127.0.0.1")

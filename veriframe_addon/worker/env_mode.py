@@ -1,6 +1,7 @@
 """``VERIFRAME_ENV`` and the settings it picks defaults for: logs, the poll interval, the status endpoint.
 
-Development keeps what a person at a terminal wants (text lines, a poll every 10 s); production picks
+Development keeps what a person at a terminal wants (verbose text lines, as the worker guide has it: each
+job's stage records and the render command too; a poll every 10 s); production picks
 what a fleet wants (JSON lines a log shipper can index, polls every 30 s so hundreds of workers do not
 hammer the backend). Each default still yields to its own variable, so one setting can be changed
 without switching the whole mode.
@@ -26,7 +27,7 @@ class ModeDefaults:
 
 
 MODES = {
-    "development": ModeDefaults(poll_interval=10.0, log_level="INFO", log_format="text"),
+    "development": ModeDefaults(poll_interval=10.0, log_level="DEBUG", log_format="text"),
     "production": ModeDefaults(poll_interval=30.0, log_level="INFO", log_format="json"),
 }
 ALIASES = {"dev": "development", "prod": "production"}

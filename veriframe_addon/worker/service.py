@@ -44,7 +44,7 @@ def argument_parser(prog: str) -> argparse.ArgumentParser:
         type=str.upper,
         choices=LEVELS,
         default=None,
-        help="overrides LOG_LEVEL (default INFO)",
+        help="overrides LOG_LEVEL (default: DEBUG in development, INFO in production)",
     )
     parser.add_argument(
         "--status-port",
