@@ -195,7 +195,9 @@ def run_case(
         # Nothing new anywhere but the devnet's store and the worker's own files and job folders.
         data = tmp_path / "data"
         allowed = (tmp_path / "devnet", data / "jobs" / hostile, data / "jobs" / honest)
-        own_files = {data / "completed_jobs.json"}
+        # The worker's own files: its journal and log, and the two verified assets it keeps by CID.
+        cached = {data / "asset-cache" / _job(devnet, job)["full_asset_cid"] for job in (hostile, honest)}
+        own_files = {data / "completed_jobs.json", data / "logs" / "worker.log", *cached}
         new = {
             p
             for p in _files(tmp_path) - before
