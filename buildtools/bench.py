@@ -90,31 +90,26 @@ class Timeline:
         with self.lock:
             self.events.append((time.perf_counter(), status))
 
-    def job_spans(self) -> list[tuple[float, float]]:
-        """(claim started, completion) per completed job, in order."""
-        spans, claim_at, completed = [], None, 0
+    def spans_to_completion(self, state: str) -> list[tuple[float, float]]:
+        """(first time in ``state``, completion) per completed job, in order."""
+        spans, since, completed = [], None, 0
         for at, status in self.events:
-            if status.state == "claiming" and claim_at is None:
-                claim_at = at
+            if status.state == state and since is None:
+                since = at
             if status.completed > completed:
                 completed = status.completed
-                if claim_at is not None:
-                    spans.append((claim_at, at))
-                claim_at = None
+                if since is not None:
+                    spans.append((since, at))
+                since = None
         return spans
+
+    def job_spans(self) -> list[tuple[float, float]]:
+        """(claim started, completion) per completed job, in order."""
+        return self.spans_to_completion("claiming")
 
     def deliveries(self) -> list[float]:
         """From each job's upload start to its completion: the part a next job could overlap with."""
-        result, upload_at, completed = [], None, 0
-        for at, status in self.events:
-            if status.state == "uploading" and upload_at is None:
-                upload_at = at
-            if status.completed > completed:
-                completed = status.completed
-                if upload_at is not None:
-                    result.append(at - upload_at)
-                upload_at = None
-        return result
+        return [end - start for start, end in self.spans_to_completion("uploading")]
 
     def gaps(self) -> list[float]:
         """From each completion to the next job's download start."""
