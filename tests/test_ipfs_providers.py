@@ -345,19 +345,24 @@ def test_a_pinning_service_answering_another_cid_is_caught(tmp_path: Path) -> No
     assert caught.value.expected == str(cid_of_file(result, cid_version=0))
 
 
+def _pinata_env(devnet: Devnet, pinata: PinataStandin, data_dir: Path, **overrides: str) -> dict[str, str]:
+    """A worker that stores results on the Pinata stand-in."""
+    return worker_env(
+        devnet,
+        data_dir,
+        IPFS_PROVIDER="pinata",
+        PINATA_API_URL=pinata.api_url,
+        PINATA_JWT=PINATA_JWT,
+        **overrides,
+    )
+
+
 def test_setup_check_names_the_gateway_that_fails(
     devnet: Devnet, pinata: PinataStandin, tmp_path: Path
 ) -> None:
     """Pinata stores the probe; of two gateways the dead one is named, the working one is not."""
     dead = _dead_url("/ipfs")
-    env = worker_env(
-        devnet,
-        tmp_path / "w",
-        IPFS_PROVIDER="pinata",
-        PINATA_API_URL=pinata.api_url,
-        PINATA_JWT=PINATA_JWT,
-        IPFS_GATEWAY=f"{pinata.gateway_url},{dead}",
-    )
+    env = _pinata_env(devnet, pinata, tmp_path / "w", IPFS_GATEWAY=f"{pinata.gateway_url},{dead}")
     results = {r.name: r for r in run_checks(load_config(environ=env))}
     failed = {name: r.message for name, r in results.items() if not r.ok}
     assert set(failed) == {"IPFS gateway"}, failed
@@ -421,12 +426,10 @@ def test_pinata_provider_completes_a_job(
     service, which cannot be reached from here) and no IPFS node is needed: the RPC API is a closed port.
     Pinata's gateway is just the first gateway entry (it does not have the asset; the devnet's does)."""
     job_id = devnet.cli("submit", str(sample_blend)).strip()
-    env = worker_env(
+    env = _pinata_env(
         devnet,
+        pinata,
         tmp_path / "worker",
-        IPFS_PROVIDER="pinata",
-        PINATA_API_URL=pinata.api_url,
-        PINATA_JWT=PINATA_JWT,
         IPFS_API=_dead_url(),
         IPFS_GATEWAY=f"{pinata.gateway_url},{devnet.env['IPFS_GATEWAY']}",
     )

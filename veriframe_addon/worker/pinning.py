@@ -37,8 +37,76 @@ class Uploader(Protocol):
     def upload(self, path: Path) -> str: ...
 
 
-class KuboUploader:
+class _FileSender:
+    """What both uploaders share: one streamed multipart POST with retries, and the status checks.
+
+    ``name`` says who answered in messages; ``refused`` turns a 401/403 into the error naming the
+    credential to fix.
+    """
+
+    name = "IPFS"
+
+    def __init__(
+        self,
+        api_url: str,
+        session: requests.Session,
+        headers: Mapping[str, str],
+        *,
+        policy: RetryPolicy,
+        stop: threading.Event | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.session = session
+        self._headers = dict(headers)
+        self.policy = policy
+        self.stop = stop
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.api_url!r})"
+
+    @property
+    def where(self) -> str:
+        return f"{self.name} {self.api_url}"
+
+    def refused(self, status: int) -> IpfsCredentialsRefused:
+        raise NotImplementedError
+
+    def _post(
+        self,
+        endpoint: str,
+        path: Path,
+        params: Mapping[str, object] | None = None,
+        fields: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """POSTs ``path`` to ``endpoint``; the 200 answer, or an ``IpfsError`` saying what went wrong."""
+
+        def send() -> requests.Response:
+            boundary = secrets.token_hex(16)  # a fresh body generator per attempt
+            return self.session.post(
+                f"{self.api_url}{endpoint}",
+                params=params,
+                data=multipart_body(path, boundary, fields),
+                headers={**self._headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+                timeout=self.timeout,
+            )
+
+        try:
+            response = send_with_retries(send, f"{self.name} upload of {path.name}", self.policy, self.stop)
+        except requests.RequestException as exc:
+            raise IpfsError(f"{self.name} unreachable at {self.api_url} ({type(exc).__name__})") from None
+        if response.status_code in REFUSED:
+            raise self.refused(response.status_code)
+        if response.status_code != 200:
+            raise IpfsError(f"{self.name} upload failed: HTTP {response.status_code}: {response.text[:200]}")
+        return response
+
+
+class KuboUploader(_FileSender):
     """``/api/v0/add`` on a Kubo RPC API, with an ``Authorization`` header when the API needs one."""
+
+    name = "IPFS API"
 
     def __init__(
         self,
@@ -50,42 +118,16 @@ class KuboUploader:
         stop: threading.Event | None = None,
         timeout: float = 60.0,
     ) -> None:
-        self.api_url = api_url.rstrip("/")
-        self.session = session
-        self._headers = {"Authorization": authorization} if authorization else {}
-        self.policy = policy
-        self.stop = stop
-        self.timeout = timeout
+        headers = {"Authorization": authorization} if authorization else {}
+        super().__init__(api_url, session, headers, policy=policy, stop=stop, timeout=timeout)
 
-    def __repr__(self) -> str:
-        return f"KuboUploader({self.api_url!r})"
-
-    @property
-    def where(self) -> str:
-        return f"IPFS API {self.api_url}"
+    def refused(self, status: int) -> IpfsCredentialsRefused:
+        return api_refused(status)
 
     def upload(self, path: Path) -> str:
         """Adds ``path`` (CIDv0, Kubo defaults, pinned) and returns its CID."""
         expected = str(cid_of_file(path, cid_version=0))
-
-        def send() -> requests.Response:
-            boundary = secrets.token_hex(16)  # a fresh body generator per attempt
-            return self.session.post(
-                f"{self.api_url}/api/v0/add",
-                params={"cid-version": 0, "pin": "true", "quiet": "true"},
-                data=multipart_body(path, boundary),
-                headers={**self._headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
-                timeout=self.timeout,
-            )
-
-        try:
-            response = send_with_retries(send, f"IPFS upload of {path.name}", self.policy, self.stop)
-        except requests.RequestException as exc:
-            raise IpfsError(f"IPFS API unreachable at {self.api_url} ({type(exc).__name__})") from None
-        if response.status_code in REFUSED:
-            raise api_refused(response.status_code)
-        if response.status_code != 200:
-            raise IpfsError(f"IPFS upload failed: HTTP {response.status_code}: {response.text[:200]}")
+        response = self._post("/api/v0/add", path, params={"cid-version": 0, "pin": "true", "quiet": "true"})
         try:
             # Kubo answers one JSON object per added entry (more with progress on); the file is the last.
             answer = json.loads(response.text.strip().splitlines()[-1])
@@ -97,12 +139,14 @@ class KuboUploader:
         return cid
 
 
-class PinataUploader:
+class PinataUploader(_FileSender):
     """Pinata's ``POST /pinning/pinFileToIPFS`` (multipart ``file`` plus ``pinataOptions``), JWT-authorised.
 
     ``cidVersion`` 0 is asked for explicitly, so the answer's ``IpfsHash`` can be compared with the
     CIDv0 computed here.
     """
+
+    name = "Pinata"
 
     def __init__(
         self,
@@ -114,19 +158,13 @@ class PinataUploader:
         stop: threading.Event | None = None,
         timeout: float = 60.0,
     ) -> None:
-        self.api_url = api_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {jwt}"}
-        self.session = session
-        self.policy = policy
-        self.stop = stop
-        self.timeout = timeout
+        headers = {"Authorization": f"Bearer {jwt}"}
+        super().__init__(api_url, session, headers, policy=policy, stop=stop, timeout=timeout)
 
-    def __repr__(self) -> str:
-        return f"PinataUploader({self.api_url!r})"
-
-    @property
-    def where(self) -> str:
-        return f"Pinata {self.api_url}"
+    def refused(self, status: int) -> IpfsCredentialsRefused:
+        return IpfsCredentialsRefused(
+            f"Pinata refused the upload (HTTP {status}): check PINATA_JWT", "PINATA_JWT"
+        )
 
     def upload(self, path: Path) -> str:
         """Pins ``path`` on Pinata and returns its CID (``IpfsHash``)."""
@@ -135,26 +173,7 @@ class PinataUploader:
             "pinataOptions": json.dumps({"cidVersion": 0}),
             "pinataMetadata": json.dumps({"name": path.name}),
         }
-
-        def send() -> requests.Response:
-            boundary = secrets.token_hex(16)
-            return self.session.post(
-                f"{self.api_url}/pinning/pinFileToIPFS",
-                data=multipart_body(path, boundary, fields),
-                headers={**self._headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
-                timeout=self.timeout,
-            )
-
-        try:
-            response = send_with_retries(send, f"Pinata upload of {path.name}", self.policy, self.stop)
-        except requests.RequestException as exc:
-            raise IpfsError(f"Pinata unreachable at {self.api_url} ({type(exc).__name__})") from None
-        if response.status_code in REFUSED:
-            raise IpfsCredentialsRefused(
-                f"Pinata refused the upload (HTTP {response.status_code}): check PINATA_JWT", "PINATA_JWT"
-            )
-        if response.status_code != 200:
-            raise IpfsError(f"Pinata upload failed: HTTP {response.status_code}: {response.text[:200]}")
+        response = self._post("/pinning/pinFileToIPFS", path, fields=fields)
         try:
             cid = str(response.json()["IpfsHash"])
         except (ValueError, KeyError, TypeError) as exc:
