@@ -1,8 +1,9 @@
 """Headless entries inside a Blender binary: ``blender -c veriframe`` and ``blender -b --addons ...``.
 
-Background Blender has no event loop, hence no timers: the worker runs in the foreground on the main
-thread until SIGINT/SIGTERM (or ``--max-jobs``). It only ever starts when asked for by name, so a plain
-``blender -b scene.blend -f 1`` with the add-on enabled renders that scene and nothing else.
+Background Blender has no event loop, hence no timers: the worker runs in the foreground until
+SIGINT/SIGTERM (or ``--max-jobs``), its loop on a thread of its own while the main thread waits for it and
+takes the signals (see ``service.run_off_main_thread``). It only ever starts when asked for by name, so a
+plain ``blender -b scene.blend -f 1`` with the add-on enabled renders that scene and nothing else.
 """
 
 from __future__ import annotations

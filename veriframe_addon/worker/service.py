@@ -14,6 +14,7 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .config import WorkerConfig, load_config
 from .errors import AuthError, ConfigError, IpfsCredentialsRefused, RenderError
@@ -24,6 +25,8 @@ from .status_server import StatusServer, WorkerMonitor
 log = logging.getLogger("veriframe.worker")
 
 EXIT_OK, EXIT_CONFIG, EXIT_AUTH, EXIT_BLENDER = 0, 2, 3, 4
+
+T = TypeVar("T")
 
 
 def argument_parser(prog: str) -> argparse.ArgumentParser:
@@ -75,6 +78,54 @@ def _early_logging(level_override: str | None) -> None:
     configure_logging(level, early_format(os.environ), secrets=secret_values(None, os.environ))
 
 
+class StopRequests:
+    """What SIGINT/SIGTERM ask of the worker: the first lets the job in hand finish, a second stops at once
+    (the job stays claimed and is resumed on the next start)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.stop_after_job = threading.Event()
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        """The signal handler; safe only while the worker loop runs off the main thread (see
+        ``run_off_main_thread``), since it sets the events that loop waits on."""
+        name = signal.Signals(signum).name
+        if self.stop_after_job.is_set():
+            log.info("[Worker] %s received again: stopping now", name)
+            self.stop.set()
+        else:
+            log.info("[Worker] %s received: stopping after the current job (send it again to stop now)", name)
+            self.stop_after_job.set()
+
+
+def run_off_main_thread(body: Callable[[], T]) -> T:
+    """Runs ``body`` on a thread of its own while the main thread only waits for it; returns what it
+    returned or raises what it raised.
+
+    Why: Python runs a signal handler on the main thread between two bytecodes, which can be inside
+    ``threading.Event.wait`` while that thread holds the event's lock (a plain, non-reentrant ``Lock``).
+    A handler that sets that same event then waits for the lock its own thread holds, forever: CI saw a
+    worker log "SIGTERM received" while idle and never exit. With the loop elsewhere, the handler only ever
+    interrupts ``Thread.join``, which holds none of the locks the handler takes.
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            outcome.append(body())
+        except BaseException as exc:  # handed to the main thread, which raises it as its own
+            failure.append(exc)
+
+    thread = threading.Thread(target=call, name="veriframe-worker")
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=1.0)
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
 def serve(args: argparse.Namespace, make_config: Callable[[Path | None], WorkerConfig] | None = None) -> int:
     """Loads the settings, runs the worker until SIGINT/SIGTERM or ``--max-jobs``, returns an exit code."""
     _early_logging(args.log_level)
@@ -99,29 +150,18 @@ def serve(args: argparse.Namespace, make_config: Callable[[Path | None], WorkerC
         monitor = WorkerMonitor(env_mode=config.env_mode, redact=redactor.redact)
     server: StatusServer | None = None
 
-    stop = threading.Event()
-    stop_after_job = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        """The first SIGINT/SIGTERM lets the job in hand finish; a second one stops at once (the job
-        stays claimed and is resumed on the next start)."""
-        name = signal.Signals(signum).name
-        if stop_after_job.is_set():
-            log.info("[Worker] %s received again: stopping now", name)
-            stop.set()
-        else:
-            log.info("[Worker] %s received: stopping after the current job (send it again to stop now)", name)
-            stop_after_job.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stops = StopRequests()
+    previous = {sig: signal.signal(sig, stops.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        worker = Worker(config, stop=stop, on_status=monitor.update if monitor is not None else None)
+        worker = Worker(config, stop=stops.stop, on_status=monitor.update if monitor is not None else None)
         if monitor is not None and status_port is not None:
             monitor.watch(worker)
             server = StatusServer(monitor, args.status_host or config.status_host, status_port)
             server.start()
             monitor.running = True
-        completed = worker.run(max_jobs=args.max_jobs, stop_after_job=stop_after_job)
+        completed = run_off_main_thread(
+            lambda: worker.run(max_jobs=args.max_jobs, stop_after_job=stops.stop_after_job)
+        )
     except ConfigError as exc:
         log.error("[Worker] Configuration error: %s", exc)
         return EXIT_CONFIG
