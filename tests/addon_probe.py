@@ -112,6 +112,7 @@ def scenario_draw_states(args: dict) -> dict:
     from veriframe_addon.worker.loop import WorkerStatus
     from veriframe_addon.worker.runner import BackgroundWorker, LogLine
     from veriframe_addon.worker.setup_check import CheckResult
+    from veriframe_addon.worker.status_server import STATES
 
     addon_utils.enable(ADDON, default_set=True, handle_error=None)
     drawn: dict[str, list[str]] = {"no worker": labels(draw_panel())}
@@ -119,17 +120,7 @@ def scenario_draw_states(args: dict) -> dict:
     worker = BackgroundWorker(config)  # never started: the panel only reads its status and log
     operators.SESSION.worker = worker
     png = Path(args["png"])
-    for state in (
-        "signing-in",
-        "polling",
-        "idle",
-        "claiming",
-        "downloading",
-        "rendering",
-        "uploading",
-        "reporting",
-        "stopped",
-    ):
+    for state in STATES:  # every state the worker publishes
         worker.status = WorkerStatus(
             state=state,
             job_id="6f0c-job",

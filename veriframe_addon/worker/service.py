@@ -119,8 +119,7 @@ def run_off_main_thread(body: Callable[[], T]) -> T:
 
     thread = threading.Thread(target=call, name="veriframe-worker")
     thread.start()
-    while thread.is_alive():
-        thread.join(timeout=1.0)
+    thread.join()  # interruptible: handlers run here, between the lock's tries
     if failure:
         raise failure[0]
     return outcome[0]
