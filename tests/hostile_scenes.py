@@ -341,6 +341,225 @@ def library_relative(out_dir: Path, outside_dir: Path) -> Result:
     return {"asset": out, "secret_rgb": SECRET_RGB}
 
 
+# --- kinds that read outside the job folder through Geometry Nodes import nodes ---------------------------
+
+# What each import node would read: a stand-in for a private file, in the format the node parses. The
+# geometry ones are a quad that, imported, fills the camera's view; the text is drawn as curves.
+SECRET_FILES = {
+    "text": ("secret.txt", "TOP SECRET\n"),
+    "csv": ("secret.csv", "x,y,z\n0,0,0\n0.5,0,0\n-0.5,0,0\n"),
+    "obj": ("secret.obj", "v -1 -1 0\nv 1 -1 0\nv 1 1 0\nv -1 1 0\nf 1 2 3 4\n"),
+    "ply": (
+        "secret.ply",
+        "ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
+        "element face 1\nproperty list uchar int vertex_indices\nend_header\n"
+        "-1 -1 0\n1 -1 0\n1 1 0\n-1 1 0\n4 0 1 2 3\n",
+    ),
+    "stl": (
+        "secret.stl",
+        "solid secret\n"
+        "facet normal 0 0 1\nouter loop\nvertex -1 -1 0\nvertex 1 -1 0\nvertex 1 1 0\nendloop\nendfacet\n"
+        "facet normal 0 0 1\nouter loop\nvertex -1 -1 0\nvertex 1 1 0\nvertex -1 1 0\nendloop\nendfacet\n"
+        "endsolid secret\n",
+    ),
+    # Not a real OpenVDB grid (nothing here writes one): the refusal is about the path, not the bytes.
+    "vdb": ("secret.vdb", "not an OpenVDB file, but a private one all the same\n"),
+}
+IMPORT_NODES = {
+    "text": "GeometryNodeImportText",
+    "csv": "GeometryNodeImportCSV",
+    "obj": "GeometryNodeImportOBJ",
+    "ply": "GeometryNodeImportPLY",
+    "stl": "GeometryNodeImportSTL",
+    "vdb": "GeometryNodeImportVDB",
+}
+IMPORT_NODE_NAME = "Read Secret"  # the node the worker must name when it refuses
+
+
+def _write_secret_file(outside_dir: Path, kind: str) -> Path:
+    name, body = SECRET_FILES[kind]
+    path = outside_dir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body)
+    return path
+
+
+def _geometry_tree(name: str) -> bpy.types.NodeTree:
+    tree = bpy.data.node_groups.new(name, "GeometryNodeTree")
+    tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    return tree
+
+
+def _import_chain(tree: bpy.types.NodeTree, kind: str) -> tuple[bpy.types.Node, bpy.types.NodeSocket]:
+    """An import node of ``kind`` and the socket that gives what it read as a mesh (text as filled curves,
+    CSV rows as cubes, a volume as its surface)."""
+    nodes, links = tree.nodes, tree.links
+    importer = nodes.new(IMPORT_NODES[kind])
+    importer.name = IMPORT_NODE_NAME
+    geometry = importer.outputs[0]
+    if kind == "text":
+        curves = nodes.new("GeometryNodeStringToCurves")
+        curves.inputs["Size"].default_value = 0.4
+        links.new(geometry, curves.inputs["String"])
+        geometry = curves.outputs[0]
+    elif kind == "csv":
+        cube = nodes.new("GeometryNodeMeshCube")
+        instances = nodes.new("GeometryNodeInstanceOnPoints")
+        links.new(geometry, instances.inputs["Points"])
+        links.new(cube.outputs[0], instances.inputs["Instance"])
+        geometry = instances.outputs[0]
+    elif kind == "vdb":
+        surface = nodes.new("GeometryNodeVolumeToMesh")
+        links.new(geometry, surface.inputs[0])
+        geometry = surface.outputs[0]
+    realize = nodes.new("GeometryNodeRealizeInstances")
+    links.new(geometry, realize.inputs[0])
+    geometry = realize.outputs[0]
+    if kind == "text":
+        fill = nodes.new("GeometryNodeFillCurve")
+        links.new(geometry, fill.inputs[0])
+        geometry = fill.outputs[0]
+    return importer, geometry
+
+
+def _finish_tree(tree: bpy.types.NodeTree, geometry: bpy.types.NodeSocket) -> None:
+    """Paints what was read the secret's green, unlit, and makes it the tree's output."""
+    paint = tree.nodes.new("GeometryNodeSetMaterial")
+    paint.inputs["Material"].default_value = _emission_material("SecretRead", rgb=SECRET_RGB)
+    tree.links.new(geometry, paint.inputs["Geometry"])
+    tree.links.new(paint.outputs["Geometry"], tree.nodes.new("NodeGroupOutput").inputs[0])
+
+
+def _reader_object(tree: bpy.types.NodeTree) -> bpy.types.Object:
+    """An object in front of the camera whose Geometry Nodes modifier is ``tree``; a -1..1 quad fills
+    the view (placed from the camera's view frame, like the image planes)."""
+    scene = bpy.context.scene
+    camera = scene.camera
+    corners = camera.data.view_frame(scene=scene)
+    half_w = max(abs(c.x) for c in corners) * 1.05
+    half_h = max(abs(c.y) for c in corners) * 1.05
+    mesh = bpy.data.meshes.new("Reader")
+    reader = bpy.data.objects.new("Reader", mesh)
+    scene.collection.objects.link(reader)
+    reader.modifiers.new("Read", "NODES").node_group = tree
+    reader.matrix_world = (
+        camera.matrix_world
+        @ Matrix.Translation((0.0, 0.0, corners[0].z))
+        @ Matrix.Diagonal((half_w, half_h, 1.0, 1.0))
+    )
+    return reader
+
+
+def _import_scene(out_dir: Path, outside_dir: Path, kind: str) -> Result:
+    """The sample scene and a Geometry Nodes object that imports OUTSIDE_DIR's secret by absolute path."""
+    out = out_dir / "scene.blend"
+    _base(out)
+    tree = _geometry_tree("ReadSecret")
+    importer, geometry = _import_chain(tree, kind)
+    importer.inputs["Path"].default_value = str(_write_secret_file(outside_dir, kind))
+    _finish_tree(tree, geometry)
+    _reader_object(tree)
+    _save(out)
+    return {"asset": out, "secret_rgb": SECRET_RGB, "node": IMPORT_NODE_NAME}
+
+
+def _import_kind(kind: str) -> Callable[[Path, Path], Result]:
+    def build(out_dir: Path, outside_dir: Path) -> Result:
+        return _import_scene(out_dir, outside_dir, kind)
+
+    build.__doc__ = f"An Import {kind.upper()} node reading OUTSIDE_DIR/{SECRET_FILES[kind][0]}."
+    return build
+
+
+def import_computed(out_dir: Path, outside_dir: Path) -> Result:
+    """Import Text whose path String Join builds from two strings: no constant to check."""
+    out = out_dir / "scene.blend"
+    _base(out)
+    secret = _write_secret_file(outside_dir, "text")
+    tree = _geometry_tree("ReadSecret")
+    importer, geometry = _import_chain(tree, "text")
+    join = tree.nodes.new("GeometryNodeStringJoin")
+    for part in (secret.name, str(secret.parent) + "/"):  # a multi-input joins the last link first
+        value = tree.nodes.new("FunctionNodeInputString")
+        value.string = part
+        tree.links.new(value.outputs[0], join.inputs["Strings"])
+    tree.links.new(join.outputs[0], importer.inputs["Path"])
+    _finish_tree(tree, geometry)
+    _reader_object(tree)
+    _save(out)
+    return {"asset": out, "secret_rgb": SECRET_RGB, "node": IMPORT_NODE_NAME}
+
+
+def _nested_reader(name: str, secret: Path) -> bpy.types.NodeTree:
+    """A group holding the import node (constant path), wrapped in a second group: two levels deep."""
+    inner = _geometry_tree(f"{name}Inner")
+    importer, geometry = _import_chain(inner, "text")
+    importer.inputs["Path"].default_value = str(secret)
+    _finish_tree(inner, geometry)
+    outer = _geometry_tree(name)
+    group = outer.nodes.new("GeometryNodeGroup")
+    group.node_tree = inner
+    outer.links.new(group.outputs[0], outer.nodes.new("NodeGroupOutput").inputs[0])
+    return outer
+
+
+def import_nested(out_dir: Path, outside_dir: Path) -> Result:
+    out = out_dir / "scene.blend"
+    _base(out)
+    _reader_object(_nested_reader("ReadSecret", _write_secret_file(outside_dir, "text")))
+    _save(out)
+    return {"asset": out, "secret_rgb": SECRET_RGB, "node": IMPORT_NODE_NAME}
+
+
+def import_library(out_dir: Path, outside_dir: Path) -> Result:
+    """A zip of the scene and ``libs/lib.blend``: the scene links the library's reader group (by
+    ``//libs/lib.blend``, inside the job: allowed), whose import node reads OUTSIDE_DIR's secret by an
+    absolute path."""
+    asset = out_dir / "job.zip"
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp)
+        secret = _write_secret_file(outside_dir, "text")
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        group = _nested_reader("LinkedReader", secret)
+        group.use_fake_user = True
+        library = project / "lib.blend"
+        bpy.data.libraries.write(str(library), {group}, fake_user=True, compress=False)
+        blend = project / "scene.blend"
+        _base(blend)
+        with bpy.data.libraries.load(str(library), link=True, relative=True) as (_source, target):
+            target.node_groups = ["LinkedReader"]
+        _reader_object(target.node_groups[0])
+        bpy.data.libraries[0].filepath = "//libs/lib.blend"
+        _save(blend)
+        with zipfile.ZipFile(asset, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.write(blend, "scene.blend")
+            zf.write(library, "libs/lib.blend")
+    return {"asset": asset, "secret_rgb": SECRET_RGB, "node": IMPORT_NODE_NAME}
+
+
+IES_PROFILE = "IESNA:LM-63-2002\nTILT=NONE\n1 1000 1 3 1 1 2 0 0 0\n1 1 100\n0 45 90\n0\n100 100 100\n"
+
+
+def ies_outside(out_dir: Path, outside_dir: Path) -> Result:
+    """A lamp's IES Texture node (External) reading a light profile from OUTSIDE_DIR."""
+    out = out_dir / "scene.blend"
+    _base(out)
+    profile = outside_dir / "secret.ies"
+    profile.write_text(IES_PROFILE)
+    light = bpy.data.lights.new("Spot", "SPOT")
+    light.use_nodes = True
+    ies = light.node_tree.nodes.new("ShaderNodeTexIES")
+    ies.name = "Lamp Profile"
+    ies.mode = "EXTERNAL"
+    ies.filepath = str(profile)
+    light.node_tree.links.new(ies.outputs[0], light.node_tree.nodes["Emission"].inputs["Strength"])
+    lamp = bpy.data.objects.new("Spot", light)
+    lamp.location = (0.0, -3.0, 4.0)
+    bpy.context.scene.collection.objects.link(lamp)
+    _save(out)
+    return {"asset": out, "node": "Lamp Profile"}
+
+
 # --- kinds that ask for too much ------------------------------------------------------------------------
 
 
@@ -478,6 +697,11 @@ KINDS: dict[str, Callable[[Path, Path], Result]] = {
     "image-relative": image_relative,
     "library-absolute": library_absolute,
     "library-relative": library_relative,
+    **{f"import-{kind}": _import_kind(kind) for kind in IMPORT_NODES},
+    "import-computed": import_computed,
+    "import-nested": import_nested,
+    "import-library": import_library,
+    "ies-outside": ies_outside,
     "huge-output": huge_output,
     "million-samples": million_samples,
     "zip-slip": zip_slip,

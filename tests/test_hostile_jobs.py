@@ -37,7 +37,12 @@ SANDBOX_MODES = ("bwrap", "off")
 
 @dataclass(frozen=True)
 class Case:
-    """One hostile input: what to build, and what the worker must do with it."""
+    """One hostile input: what to build, and what the worker must do with it.
+
+    ``in_sandbox`` is the outcome and phrase under bwrap where they differ: a file outside the job
+    folder does not exist inside the sandbox, so a scene naming one renders without it (nothing to
+    leak, and the published frame is checked for the secret) instead of being refused.
+    """
 
     name: str
     kind: str
@@ -45,6 +50,16 @@ class Case:
     says: str  # a phrase of the reason the worker must log
     settings: dict = field(default_factory=dict)
     lying_gateway: bool = False
+    in_sandbox: tuple[str, str] | None = None
+
+    def expected(self, sandbox: str) -> tuple[str, str]:
+        return self.in_sandbox if sandbox == "bwrap" and self.in_sandbox else (self.outcome, self.says)
+
+
+MISSING_TEXTURE_RGB = (255, 0, 255)  # what Blender draws for an image whose file is missing
+MISSING_HERE = "does not exist here; rendered without it: /"  # the worker's warning for such a file
+HIDDEN = ("rendered", MISSING_HERE)
+IMPORT_REFUSED = "node 'Read Secret' in node group 'ReadSecret' names a file outside the job folder: /"
 
 
 CASES = (
@@ -53,10 +68,49 @@ CASES = (
     Case("Freestyle Python style module", "freestyle-script", "failed", "runs Python style modules"),
     Case("File Output node aimed outside", "file-output", "rendered", '"muted_file_outputs": 1'),
     Case("render.filepath aimed outside", "render-filepath", "rendered", '"replaced_filepath": "/'),
-    Case("image by absolute path", "image-absolute", "failed", "outside the job folder: /"),
-    Case("image by //../.. path", "image-relative", "failed", "outside the job folder: /"),
-    Case("library by absolute path", "library-absolute", "failed", "lib.blend (pack it"),
-    Case("library by //../.. path", "library-relative", "failed", "lib.blend (pack it"),
+    Case(
+        "image by absolute path", "image-absolute", "failed", "outside the job folder: /", in_sandbox=HIDDEN
+    ),
+    Case("image by //../.. path", "image-relative", "failed", "outside the job folder: /", in_sandbox=HIDDEN),
+    Case("library by absolute path", "library-absolute", "failed", "lib.blend (pack it", in_sandbox=HIDDEN),
+    Case("library by //../.. path", "library-relative", "failed", "lib.blend (pack it", in_sandbox=HIDDEN),
+    *(
+        Case(
+            f"Import {kind.upper()} node, constant path",
+            f"import-{kind}",
+            "failed",
+            IMPORT_REFUSED,
+            in_sandbox=HIDDEN,
+        )
+        for kind in ("text", "csv", "obj", "ply", "stl", "vdb")
+    ),
+    Case(
+        "Import Text node, path computed by String Join",
+        "import-computed",
+        "failed",
+        "node 'Read Secret' in node group 'ReadSecret' reads a file whose path ('Path') is computed",
+    ),
+    Case(
+        "Import Text node in a nested group",
+        "import-nested",
+        "failed",
+        "node 'Read Secret' in node group 'ReadSecretInner' names a file outside the job folder: /",
+        in_sandbox=HIDDEN,
+    ),
+    Case(
+        "Import Text node in a linked library",
+        "import-library",
+        "failed",
+        "node 'Read Secret' in node group 'LinkedReaderInner' (linked from lib.blend) names a file outside",
+        in_sandbox=HIDDEN,
+    ),
+    Case(
+        "IES Texture node, external file",
+        "ies-outside",
+        "failed",
+        "node 'Lamp Profile' in light 'Spot' names a file outside the job folder: /",
+        in_sandbox=HIDDEN,
+    ),
     Case("16384x16384 output", "huge-output", "failed", "16384x16384 (268.4 MP)"),
     Case("10^6 samples", "million-samples", "failed", "1000000 samples"),
     Case(
@@ -226,31 +280,39 @@ def test_hostile_input_is_contained_and_the_worker_goes_on(
 
     job = _job(devnet, hostile)
     job_dir = outcome.run.data_dir / "jobs" / hostile
-    if case.outcome == "rendered":
+    expected, says = case.expected(sandbox)
+    secret = outcome.built.get("secret_rgb")
+    if expected == "rendered":
         assert job["status"] == "completed", log
-        assert case.says in (job_dir / "render.log").read_text()
-        describe_sample_render(_result_png(devnet, job, tmp_path / "hostile.png"))
+        assert says in (job_dir / "render.log").read_text() + log
+        published = _result_png(devnet, job, tmp_path / "hostile.png")
+        if secret:  # rendered, so the frame is public: none of the secret may be in it
+            assert _share(published, tuple(secret)) == 0.0
+        if _share(published, MISSING_TEXTURE_RGB) > 0.5:
+            assert "image 'secret.png'" in log  # Blender's colour for the image it could not find
+        else:
+            describe_sample_render(published)
     else:
         assert job["status"] != "completed" and not job.get("full_result_cid"), log
         assert not (job_dir / "render" / "render0001.png").exists()
-        if case.outcome == "failed":
+        if expected == "failed":
             failed = [ln for ln in log.splitlines() if f"✗ Job {hostile} failed" in ln]
-            assert len(failed) == 1 and case.says in failed[0], log  # the reason, logged once
+            assert len(failed) == 1 and says in failed[0], log  # the reason, logged once
             journal = json.loads((outcome.run.data_dir / "completed_jobs.json").read_text())
-            assert case.says in journal["failed_jobs"][hostile]  # remembered: never picked up again
+            assert says in journal["failed_jobs"][hostile]  # remembered: never picked up again
         else:
             skipped = [ln for ln in log.splitlines() if f"Skipping job {hostile} without claiming it" in ln]
-            assert len(skipped) == 1 and case.says in skipped[0], log
+            assert len(skipped) == 1 and says in skipped[0], log
             assert job["status"] == "open"
 
     honest = _job(devnet, outcome.honest)
     assert honest["status"] == "completed", log
     png = _result_png(devnet, honest, tmp_path / "honest.png")
     describe_sample_render(png)
-    if outcome.built.get("secret_rgb"):
-        assert _share(png, tuple(outcome.built["secret_rgb"])) == 0.0
-    expected = "sandboxed with bwrap" if sandbox == "bwrap" else "not sandboxed (RENDER_SANDBOX=off)"
-    assert f"Renders are {expected}" in log
+    if secret:
+        assert _share(png, tuple(secret)) == 0.0
+    described = "sandboxed with bwrap" if sandbox == "bwrap" else "not sandboxed (RENDER_SANDBOX=off)"
+    assert f"Renders are {described}" in log
 
 
 @pytest.mark.parametrize("kind", ["honest-packed", "honest-archive"])

@@ -61,6 +61,20 @@ facts = {
     "libraries": [lib.filepath for lib in bpy.data.libraries],
     "blend_paths": sorted(bpy.utils.blend_paths(absolute=False)),
 }
+facts["import_paths"] = [
+    {"group": g.name, "node": n.name, "type": n.bl_idname, "path": n.inputs["Path"].default_value,
+     "linked": n.inputs["Path"].is_linked, "library": g.library.filepath if g.library else None}
+    for g in bpy.data.node_groups for n in g.nodes if n.bl_idname.startswith("GeometryNodeImport")
+]
+facts["group_nodes"] = sorted(
+    (g.name, n.node_tree.name) for g in bpy.data.node_groups for n in g.nodes
+    if n.bl_idname == "GeometryNodeGroup" and n.node_tree
+)
+facts["ies"] = [
+    (n.name, n.mode, n.filepath)
+    for light in bpy.data.lights if light.node_tree for n in light.node_tree.nodes
+    if n.bl_idname == "ShaderNodeTexIES"
+]
 tree = getattr(scene, "compositing_node_group", None) or (scene.node_tree if scene.use_nodes else None)
 facts["file_outputs"] = [
     {"path": getattr(n, "base_path", None) or getattr(n, "directory", None),
@@ -291,6 +305,57 @@ def check_honest_archive(result: dict[str, Any], f: dict[str, Any], out_dir: Pat
     assert image == {"filepath": "//textures/tint.png", "packed": False}
 
 
+IMPORT_NODES = {
+    "text": ("GeometryNodeImportText", "secret.txt"),
+    "csv": ("GeometryNodeImportCSV", "secret.csv"),
+    "obj": ("GeometryNodeImportOBJ", "secret.obj"),
+    "ply": ("GeometryNodeImportPLY", "secret.ply"),
+    "stl": ("GeometryNodeImportSTL", "secret.stl"),
+    "vdb": ("GeometryNodeImportVDB", "secret.vdb"),
+}
+
+
+def _reader(group: str, kind: str, path: str, *, linked: bool = False, library: str | None = None) -> dict:
+    node_type = IMPORT_NODES[kind][0]
+    return {"group": group, "node": "Read Secret", "type": node_type, "path": path, "linked": linked,
+            "library": library}  # fmt: skip
+
+
+def check_import(kind: str) -> Callable[[dict[str, Any], dict[str, Any], Path, Path], None]:
+    def check(result: dict[str, Any], f: dict[str, Any], out_dir: Path, outside: Path) -> None:
+        secret = outside / IMPORT_NODES[kind][1]
+        assert f["import_paths"] == [_reader("ReadSecret", kind, str(secret))]
+        assert secret.read_text()  # the private file it aims at is there
+        assert result["node"] == "Read Secret"
+
+    return check
+
+
+def check_import_computed(result: dict[str, Any], f: dict[str, Any], out_dir: Path, outside: Path) -> None:
+    assert f["import_paths"] == [_reader("ReadSecret", "text", "", linked=True)]
+
+
+def check_import_nested(result: dict[str, Any], f: dict[str, Any], out_dir: Path, outside: Path) -> None:
+    assert f["import_paths"] == [_reader("ReadSecretInner", "text", str(outside / "secret.txt"))]
+    assert f["group_nodes"] == [["ReadSecret", "ReadSecretInner"]]  # the reader sits one group down
+
+
+def check_import_library(result: dict[str, Any], f: dict[str, Any], out_dir: Path, outside: Path) -> None:
+    unpacked = out_dir.parent / "unpacked"
+    with zipfile.ZipFile(result["asset"]) as zf:
+        assert sorted(zf.namelist()) == ["libs/lib.blend", "scene.blend"]
+        zf.extractall(unpacked)
+    inner = facts(unpacked / "scene.blend")
+    assert inner["libraries"] == ["//libs/lib.blend"]  # inside the job: the link itself is allowed
+    secret = str(outside / "secret.txt")
+    assert inner["import_paths"] == [_reader("LinkedReaderInner", "text", secret, library="//libs/lib.blend")]
+
+
+def check_ies_outside(result: dict[str, Any], f: dict[str, Any], out_dir: Path, outside: Path) -> None:
+    assert f["ies"] == [["Lamp Profile", "EXTERNAL", str(outside / "secret.ies")]]
+    assert (outside / "secret.ies").read_text().startswith("IESNA:LM-63")
+
+
 Check = Callable[[dict[str, Any], dict[str, Any], Path, Path], None]
 KINDS: dict[str, tuple[Check, list[int] | None]] = {
     "text-block": (check_text_block, None),
@@ -302,6 +367,11 @@ KINDS: dict[str, tuple[Check, list[int] | None]] = {
     "image-relative": (check_image_relative, GREEN),
     "library-absolute": (check_library_absolute, GREEN),
     "library-relative": (check_library_relative, GREEN),
+    **{f"import-{kind}": (check_import(kind), GREEN) for kind in IMPORT_NODES},
+    "import-computed": (check_import_computed, GREEN),
+    "import-nested": (check_import_nested, GREEN),
+    "import-library": (check_import_library, GREEN),
+    "ies-outside": (check_ies_outside, None),
     "huge-output": (check_huge_output, None),
     "million-samples": (check_million_samples, None),
     "zip-slip": (check_zip_slip, None),
@@ -317,6 +387,7 @@ ARCHIVES = {
     "tar-symlink": "job.tar.gz",
     "zip-bomb": "job.zip",
     "honest-archive": "job.zip",
+    "import-library": "job.zip",
 }
 
 
@@ -359,6 +430,67 @@ def test_secret_shows_when_the_path_is_followed(kind: str, tmp_path: Path) -> No
     """Control: where nothing stops it, the render is mostly the secret's green."""
     result, _, _ = build(kind, tmp_path)
     frame = render(Path(result["asset"]), tmp_path / "frame.png")
+    assert share(frame, result["secret_rgb"]) > 0.9
+
+
+# Runs in a bpy child: opens the scene the trusting way, evaluates it, and prints how many vertices the
+# import reader object has: more than none only if its import node read the secret file.
+READ_PROBE = r"""
+import os, sys
+import bpy
+
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1], use_scripts=True)
+reader = bpy.data.objects["Reader"].evaluated_get(bpy.context.evaluated_depsgraph_get())
+sys.stdout.write(f"VERTICES {len(reader.to_mesh().vertices)}\n")
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def read_vertices(blend: Path) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", READ_PROBE, str(blend)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return int(next(ln for ln in done.stdout.splitlines() if ln.startswith("VERTICES ")).split()[1])
+
+
+@pytest.mark.parametrize(
+    ("kind", "vertices"),
+    [
+        ("import-text", 506),  # "TOP SECRET" drawn as filled curves
+        ("import-csv", 24),  # three rows, a cube on each
+        ("import-obj", 4),
+        ("import-ply", 4),
+        ("import-stl", 4),
+        ("import-computed", 506),
+        ("import-nested", 506),
+        ("import-library", 506),
+    ],
+)
+def test_import_nodes_read_the_secret_when_nothing_stops_them(
+    kind: str, vertices: int, tmp_path: Path
+) -> None:
+    """Control: opened the trusting way, each import node really reads the file outside the job.
+
+    (The VDB case is left out: nothing here writes a real OpenVDB grid; its refusal is about the path.)
+    """
+    result, out_dir, outside = build(kind, tmp_path)
+    blend = Path(result["asset"])
+    if blend.suffix == ".zip":
+        with zipfile.ZipFile(blend) as zf:
+            zf.extractall(out_dir / "unpacked")
+        blend = out_dir / "unpacked" / "scene.blend"
+    assert read_vertices(blend) == vertices
+    (outside / "secret.txt").unlink(missing_ok=True)
+    for name in ("secret.csv", "secret.obj", "secret.ply", "secret.stl"):
+        (outside / name).unlink(missing_ok=True)
+    assert read_vertices(blend) == 0  # and without the file there is nothing: it came from the file
+
+
+def test_an_imported_secret_fills_the_frame_when_nothing_stops_it(tmp_path: Path) -> None:
+    result, _, _ = build("import-obj", tmp_path)
+    frame = render(Path(result["asset"]), tmp_path / "frame.png", scripts=True)
     assert share(frame, result["secret_rgb"]) > 0.9
 
 

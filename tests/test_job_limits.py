@@ -285,8 +285,35 @@ def _failing_blender(tmp_path: Path) -> str:
 def test_sandbox_off_is_said_plainly(tmp_path: Path) -> None:
     assert choose_sandbox("off", _failing_blender(tmp_path), False, CHILD_SCRIPT, ["true"]) == (
         None,
-        "not sandboxed (RENDER_SANDBOX=off)",
+        "not sandboxed (RENDER_SANDBOX=off): the scene check (no scene Python, no file outside the job "
+        "folder that exists here, caps) is the only wall",
     )
+
+
+@pytest.mark.parametrize(("platform", "name"), [("win32", "Windows"), ("darwin", "macOS")])
+def test_windows_and_macos_say_the_scene_check_is_the_only_wall(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str, name: str
+) -> None:
+    """Those platforms have no bwrap; this machine is Linux, so only ``sys.platform`` is stood in for.
+
+    auto renders unsandboxed and says what still guards the node; the setup check passes (nothing to
+    install) with that sentence; RENDER_SANDBOX=bwrap refuses to start.
+    """
+    from veriframe_addon.worker import setup_check
+
+    monkeypatch.setattr(sys, "platform", platform)
+    blender = _failing_blender(tmp_path)
+    sandbox, said = choose_sandbox("auto", blender, False, CHILD_SCRIPT, [blender, "--version"])
+    assert sandbox is None
+    assert said == (
+        f"NOT sandboxed: {name} has no OS sandbox for renders (bwrap is Linux-only) (RENDER_SANDBOX=auto); "
+        "the scene check (no scene Python, no file outside the job folder that exists here, caps) is the "
+        "only wall"
+    )
+    with pytest.raises(ConfigError, match=f"is bwrap, but {name} has no OS sandbox"):
+        choose_sandbox("bwrap", blender, False, CHILD_SCRIPT, [blender, "--version"])
+    config = load_config(environ=env | {"BLENDER_PATH": blender})
+    assert setup_check._sandbox(config) == said
 
 
 @needs_bwrap

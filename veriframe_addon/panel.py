@@ -98,6 +98,8 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
                     text="Renders sandboxed (bwrap)" if sandboxed else "Renders NOT sandboxed",
                     icon="LOCKED" if sandboxed else "UNLOCKED",
                 )
+                if not sandboxed:  # Windows, macOS, or Linux without bwrap: say what still guards the node
+                    box.label(text="Only the scene check guards this node")
 
         message = operator_message(status.last_error if status is not None else None)
         if message:

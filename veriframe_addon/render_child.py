@@ -8,18 +8,22 @@ through names Blender echoes.
 
 The scene comes from a stranger, so before rendering this script checks it (``scene_problems``) and
 rejects it, naming what it found, when it needs Python to render as made (registered text blocks,
-Python drivers, Freestyle style modules, OSL script nodes), names any file outside the job folder
-(images, libraries, caches, volumes, bakes, ...), or exceeds a cap (output pixels, samples). What it
-can make harmless it does: File Output nodes are muted and ``render.filepath`` is replaced.
+Python drivers, Freestyle style modules, OSL script nodes), would read a file outside the job folder
+that exists here (``scene_reads``: the images, libraries, caches, volumes, bakes and node paths that
+the rendered scene really uses), reads a path that nodes compute, or exceeds a cap (output pixels,
+samples). A file it names that does not exist here is rendered without, as Blender does, and reported.
+What it can make harmless it does: File Output nodes are muted and ``render.filepath`` is replaced.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
 import sys
 import traceback
+from dataclasses import dataclass, field
 from typing import Any
 
 VARYING_METADATA = (
@@ -144,48 +148,328 @@ def python_uses(bpy: Any, ids: list[Any]) -> list[str]:
     return found
 
 
-def referenced_paths(bpy: Any, ids: list[Any]) -> list[str]:
-    """Every file or folder the render may read or write, as absolute paths.
+# -- what the render reads ------------------------------------------------------------------------------
+# Data-blocks a render never reads through: the interface, and the painting tools' brushes and palettes
+# (tool settings link Blender's essentials brushes into nearly every file saved by 4.3 or newer).
+NOT_RENDERED = ("Brush", "Palette", "WorkSpace", "Screen", "WindowManager")
+# String properties and node sockets of these subtypes name a file or folder that Blender opens.
+PATH_SUBTYPES = ("FILE_PATH", "DIR_PATH")
+# Placeholders Blender fills in when it opens the file: UDIM tiles, and frame numbers.
+PATH_TOKENS = re.compile(r"<UDIM>|<UVTILE>|#+")
+# Data-block types that are a file on disk (unless packed), and how messages call them.
+FILE_DATABLOCKS = {
+    "IMAGE": "image",
+    "MOVIECLIP": "movie clip",
+    "SOUND": "sound",
+    "FONT": "font",
+    "CACHEFILE": "cache file",
+    "VOLUME": "volume",
+    "LIBRARY": "library",
+}
 
-    ``bpy.utils.blend_paths`` is Blender's own list (images, movies, sounds, fonts, libraries, caches,
-    volumes, IES, ocean and fluid caches, sequencer strips). Its ``packed`` flag is documented as "skip
-    packed data" but does the opposite (seen in 4.5): ``packed=False`` leaves packed files out. It
-    misses point caches with an external path and geometry-node bake folders, which are added here.
-    Text blocks' files are left out: a render never reads them.
+
+@dataclass(frozen=True)
+class FileRead:
+    """A file or folder the render may open, and who in the scene names it (for messages)."""
+
+    path: str  # as the scene stores it
+    absolute: str  # resolved as Blender resolves it: ``//`` from the owner's .blend, else the job folder
+    owner: str  # e.g. "image 'Wood'", "node 'Import OBJ' in node group 'Rocks'"
+    writes: bool = False  # the render may write there (a simulation cache): it must be inside the job
+    sequence: bool = False  # one frame of a numbered sequence: its siblings count as the same read
+    remedy: str = "pack it into the .blend"  # what the creator can do about a refusal
+
+
+@dataclass
+class SceneReads:
+    """What ``scene_reads`` found: the reads to judge, paths that cannot be judged, and paths it saw."""
+
+    reads: list[FileRead] = field(default_factory=list)
+    computed: list[str] = field(default_factory=list)  # node paths computed at evaluation: refused
+    seen: set[str] = field(default_factory=set)  # every path found, read or not (see ``unexplained``)
+
+
+def _slashes(path: str) -> str:
+    return path.replace("\\", "/") if os.sep == "/" else path
+
+
+def _absolute(bpy: Any, path: str, library: Any) -> str:
+    """``path`` as Blender opens it: ``//`` starts at the folder of the .blend that stores it (a
+    library's for linked data; a nested library's path is relative to its parent library); anything
+    else is taken as it is, so a relative one starts at the render's working folder, the job folder."""
+    path = _slashes(path)
+    if not path.startswith("//"):
+        return path
+    owner_file = _library_file(bpy, library) if library is not None else bpy.data.filepath
+    return os.path.normpath(os.path.join(os.path.dirname(owner_file), path[2:]))
+
+
+def _library_file(bpy: Any, library: Any) -> str:
+    return _absolute(bpy, library.filepath, getattr(library, "parent", None))
+
+
+def rendered_ids(bpy: Any, scene: Any) -> set[Any]:
+    """Every data-block the render of ``scene`` can reach: what it uses, what those use, and so on.
+
+    ``bpy.data.user_map`` lists every reference between data-blocks, also those that hold no user
+    (driver targets, parents), so nothing the render evaluates is left out; the interface and the
+    painting tools are not followed. A linked data-block brings its library (and that one's parent).
     """
-    text_files = {bpy.path.abspath(t.filepath) for t in bpy.data.texts if t.filepath}
-    listed = bpy.utils.blend_paths(absolute=True, packed=False, local=False)
-    paths = [p for p in listed if p not in text_files]
-    for owner in ids:
-        caches = [getattr(owner, "point_cache", None)]
-        for modifier in getattr(owner, "modifiers", None) or []:
-            caches.append(getattr(modifier, "point_cache", None))
-            for settings in ("domain_settings", "canvas_settings"):
-                caches.append(getattr(getattr(modifier, settings, None), "point_cache", None))
-            if modifier.type == "NODES":
-                paths.append(bpy.path.abspath(modifier.bake_directory or "//", library=owner.library))
-                for bake in getattr(modifier, "bakes", None) or []:
-                    if getattr(bake, "use_custom_path", False):
-                        paths.append(bpy.path.abspath(bake.directory, library=owner.library))
-        for system in getattr(owner, "particle_systems", None) or []:
-            caches.append(system.point_cache)
-        rigid = getattr(getattr(owner, "rigidbody_world", None), "point_cache", None)
-        caches.append(rigid)
-        for cache in caches:
-            if cache is not None and cache.use_external:
-                paths.append(bpy.path.abspath(cache.filepath, library=owner.library))
-    return paths
+    uses: dict[Any, set[Any]] = {}
+    for used, users in bpy.data.user_map().items():
+        for user in users:
+            uses.setdefault(user, set()).add(used)
+    reached: set[Any] = set()
+    todo = [scene]
+    while todo:
+        item = todo.pop()
+        if item in reached or type(item).__name__ in NOT_RENDERED:
+            continue
+        reached.add(item)
+        todo.extend(uses.get(item, ()))
+    for item in list(reached):
+        library = getattr(item, "library", None)
+        while library is not None and library not in reached:
+            reached.add(library)
+            library = getattr(library, "parent", None)
+    return reached
 
 
-def outside_paths(paths: list[str], job_root: str) -> list[str]:
-    """The paths that resolve (symlinks followed, relative to the job folder) outside ``job_root``."""
+def _is_packed(item: Any) -> bool:
+    return getattr(item, "packed_file", None) is not None or len(getattr(item, "packed_files", ()) or ()) > 0
+
+
+def _datablock_reads(bpy: Any, item: Any) -> list[FileRead]:
+    """The file that a data-block of a file type (``FILE_DATABLOCKS``) stands for."""
+    kind = item.id_type
+    if kind == "IMAGE" and item.source not in ("FILE", "SEQUENCE", "MOVIE", "TILED"):
+        return []  # generated, viewer and render-result images read no file
+    if kind == "FONT" and item.filepath == "<builtin>":
+        return []
+    library = item.parent if kind == "LIBRARY" else item.library
+    what = f"{FILE_DATABLOCKS[kind]} '{item.name}'"
+    sequence = getattr(item, "source", "") == "SEQUENCE" or bool(getattr(item, "is_sequence", False))
+    paths = [item.filepath] + [layer.filepath for layer in getattr(item, "layers", None) or ()]
+    return [FileRead(p, _absolute(bpy, p, library), what, sequence=sequence) for p in paths if p]
+
+
+def _path_properties(struct: Any) -> list[str]:
+    """The non-empty string properties of ``struct`` whose subtype says they name a file or folder."""
+    found = []
+    for prop in struct.bl_rna.properties:
+        if prop.type == "STRING" and prop.subtype in PATH_SUBTYPES:
+            value = getattr(struct, prop.identifier, "")
+            if value:
+                found.append(value)
+    return found
+
+
+def _object_reads(bpy: Any, owner: Any) -> list[FileRead]:
+    """Caches and bakes of an object's modifiers, particles and simulations.
+
+    A modifier's own path properties (mesh cache, ocean cache, bake folder) are found by subtype; a
+    fluid domain's cache folder is written while a replayed simulation runs, so it must be inside the
+    job even when it does not exist yet.
+    """
+    reads: list[FileRead] = []
+
+    def add(path: str, what: str, *, writes: bool = False) -> None:
+        if path:
+            reads.append(FileRead(path, _absolute(bpy, path, owner.library), what, writes))
+
+    caches = []
+    for modifier in getattr(owner, "modifiers", None) or ():
+        what = f"modifier '{modifier.name}' of object '{owner.name}'"
+        for path in _path_properties(modifier):
+            add(path, what)
+        for bake in getattr(modifier, "bakes", None) or ():
+            if getattr(bake, "use_custom_path", False):
+                add(bake.directory, what)
+        domain = getattr(modifier, "domain_settings", None)
+        if domain is not None:
+            add(domain.cache_directory, what, writes=True)
+            caches.append((getattr(domain, "point_cache", None), what))
+        canvas = getattr(modifier, "canvas_settings", None)
+        for surface in getattr(canvas, "canvas_surfaces", None) or ():
+            caches.append((surface.point_cache, what))
+        caches.append((getattr(modifier, "point_cache", None), what))
+    for system in getattr(owner, "particle_systems", None) or ():
+        caches.append((system.point_cache, f"particle system '{system.name}' of object '{owner.name}'"))
+    for cache, what in caches:
+        if cache is not None and cache.use_external:
+            add(cache.filepath, what)
+    return reads
+
+
+def _scene_reads(bpy: Any, scene: Any) -> list[FileRead]:
+    """The sequencer's image, movie and proxy files, and the rigid-body cache, of one scene."""
+    reads: list[FileRead] = []
+    editor = scene.sequence_editor
+    strips = getattr(editor, "strips_all", None) or getattr(editor, "sequences_all", None) or ()
+    for strip in strips:
+        what = f"sequencer strip '{strip.name}' in scene '{scene.name}'"
+        sources = [strip]
+        if getattr(strip, "use_proxy", False) and getattr(strip, "proxy", None) is not None:
+            sources.append(strip.proxy)
+        for source in sources:
+            for attr in ("directory", "filepath"):
+                path = getattr(source, attr, "")
+                if path:
+                    reads.append(FileRead(path, _absolute(bpy, path, scene.library), what))
+    cache = getattr(getattr(scene, "rigidbody_world", None), "point_cache", None)
+    if cache is not None and cache.use_external and cache.filepath:
+        what = f"rigid body world of scene '{scene.name}'"
+        reads.append(FileRead(cache.filepath, _absolute(bpy, cache.filepath, scene.library), what))
+    return reads
+
+
+def _node_reads(bpy: Any, tree: Any, where: str, owner: Any) -> tuple[list[FileRead], list[str]]:
+    """Every file path a node of ``tree`` can read, and the ones that are computed (refused).
+
+    Found by subtype rather than by node type (inputs whose socket is a file path, node properties
+    that are paths), so nodes that later Blenders add are covered too. A path socket fed by a link is
+    computed while the scene is evaluated, so it cannot be checked before the render.
+    """
+    library = owner.library
+    suffix = f" (linked from {os.path.basename(_library_file(bpy, library))})" if library else ""
+    reads: list[FileRead] = []
+    computed: list[str] = []
+    for node in tree.nodes:
+        if node.bl_idname in ("CompositorNodeOutputFile", "ShaderNodeScript"):
+            continue  # muted before the render (mute_file_outputs); refused as Python (python_uses)
+        what = f"node '{node.name}' in {where}{suffix}"
+        paths = _path_properties(node)
+        for socket in node.inputs:
+            prop = socket.bl_rna.properties.get("default_value")
+            if prop is None or prop.type != "STRING" or prop.subtype not in PATH_SUBTYPES:
+                continue
+            if socket.is_linked:
+                computed.append(
+                    f"{what} reads a file whose path ('{socket.name}') is computed by other nodes, so it "
+                    "cannot be checked before the render (type the path into the node instead)"
+                )
+            elif socket.default_value:
+                paths.append(socket.default_value)
+        remedy = "put it in the job's archive and give its path from the .blend's folder as //..."
+        reads += [FileRead(path, _absolute(bpy, path, library), what, remedy=remedy) for path in paths]
+    return reads, computed
+
+
+def _reads_of(bpy: Any, item: Any) -> tuple[list[FileRead], list[str]]:
+    """What one data-block (with its embedded node tree) would read, and its computed node paths."""
+    kind = getattr(item, "id_type", "")
+    reads: list[FileRead] = []
+    computed: list[str] = []
+    if kind in FILE_DATABLOCKS and not _is_packed(item):
+        reads += _datablock_reads(bpy, item)
+    elif kind == "OBJECT":
+        reads += _object_reads(bpy, item)
+    elif kind == "SCENE":
+        reads += _scene_reads(bpy, item)
+    trees = [(item, f"node group '{item.name}'")] if isinstance(item, bpy.types.NodeTree) else []
+    embedded = getattr(item, "node_tree", None)  # materials, worlds, lights, textures; a 4.x compositor
+    if isinstance(embedded, bpy.types.NodeTree):
+        trees.append((embedded, f"{kind.lower().replace('_', ' ')} '{item.name}'"))
+    for tree, where in trees:
+        tree_reads, tree_computed = _node_reads(bpy, tree, where, item)
+        reads += tree_reads
+        computed += tree_computed
+    return reads, computed
+
+
+def scene_reads(bpy: Any, scene: Any) -> SceneReads:
+    """Every file the render of ``scene`` may open, judged by use, not by mention.
+
+    Read: what the data-blocks the scene reaches (``rendered_ids``) name, unless packed: files, caches
+    and bakes, the sequencer's files, every node path. Not read: weak references (where an appended or
+    pasted data-block came from), data-blocks the render does not use, packed data, text blocks' files.
+    """
+    reached = rendered_ids(bpy, scene)
+    found = SceneReads()
+    for item in all_ids(bpy):
+        if getattr(item, "is_embedded_data", False):
+            continue  # a node tree inside a material, world, ...: read with its owner
+        reads, computed = _reads_of(bpy, item)
+        found.seen |= {read.absolute for read in reads}
+        if item in reached:
+            found.reads += reads
+            found.computed += computed
+        elif getattr(item, "id_type", "") in FILE_DATABLOCKS:
+            found.seen |= {read.absolute for read in _datablock_reads(bpy, item)}  # packed, or unused
+        weak = getattr(item, "library_weak_reference", None)
+        if weak is not None and weak.filepath:
+            found.seen.add(_absolute(bpy, weak.filepath, None))
+        if getattr(item, "id_type", "") == "TEXT" and item.filepath:
+            found.seen.add(_absolute(bpy, item.filepath, item.library))
+    return found
+
+
+def unexplained(bpy: Any, found: SceneReads) -> list[FileRead]:
+    """Paths Blender lists for the file that ``scene_reads`` did not account for (a kind of data it does
+    not know): judged as reads, so whatever a later Blender adds is never waved through unchecked."""
+    seen = {os.path.normpath(path) for path in found.seen}
+    return [
+        FileRead(path, path, "a data-block")
+        for path in dict.fromkeys(bpy.utils.blend_paths(absolute=True, packed=False, local=False))
+        if os.path.normpath(_slashes(path)) not in seen
+    ]
+
+
+def blender_datafiles(bpy: Any) -> list[str]:
+    """The render Blender's own bundled data (essentials assets, fonts, colour management): read-only
+    files that ship with Blender, which a scene may link for real. The user's config is not in there."""
+    folders = {bpy.utils.system_resource("DATAFILES")}
+    for kind in ("LOCAL", "SYSTEM"):
+        base = bpy.utils.resource_path(kind)
+        if base:
+            folders.add(os.path.join(base, "datafiles"))
+    return sorted({os.path.realpath(folder) for folder in folders if folder and os.path.isdir(folder)})
+
+
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([folder, path]) == folder
+
+
+def _may_exist(path: str, sequence: bool) -> bool:
+    """Whether ``path`` exists, or any file it stands for (UDIM tiles, frames of a numbered sequence)."""
+    if os.path.lexists(path):
+        return True
+    plain = glob.escape(path)
+    pattern = PATH_TOKENS.sub("*", plain)
+    if sequence:
+        folder, name = os.path.split(pattern)
+        pattern = os.path.join(folder, re.sub(r"\d+(?=\D*$)", "*", name))
+    return pattern != plain and bool(glob.glob(pattern))
+
+
+def judge_reads(
+    reads: list[FileRead], job_root: str, blender_files: list[str]
+) -> tuple[list[str], list[str]]:
+    """The refusals and the missing files among ``reads``.
+
+    Inside the job folder or the render Blender's own data: fine. Outside and present where the render
+    runs: refused, since the render would read the operator's file. Outside and absent (a texture on
+    the creator's other computer; anything outside, inside the sandbox): nothing to leak, so the render
+    goes on as Blender's own would and the path is reported missing, as is a missing file inside the
+    job. A folder the render may write to must be inside the job, present or not.
+    """
     root = os.path.realpath(job_root)
-    outside = []
-    for path in dict.fromkeys(paths):
-        real = os.path.realpath(os.path.join(job_root, path))
-        if os.path.commonpath([root, real]) != root:
-            outside.append(path)
-    return outside
+    problems: list[str] = []
+    missing: list[str] = []
+    for read in dict.fromkeys(reads):
+        shown = os.path.normpath(os.path.join(root, read.absolute))
+        real = os.path.realpath(shown)
+        if read.writes:
+            if not _inside(real, root):
+                problems.append(f"{read.owner} would write outside the job folder: {shown}")
+        elif _inside(real, root) or any(_inside(real, folder) for folder in blender_files):
+            if not _may_exist(real, read.sequence):
+                missing.append(f"{shown} ({read.owner})")
+        elif _may_exist(real, read.sequence):
+            problems.append(f"{read.owner} names a file outside the job folder: {shown} ({read.remedy})")
+        else:
+            missing.append(f"{shown} ({read.owner})")
+    return problems, list(dict.fromkeys(missing))
 
 
 def cap_problems(scene: Any, engine: str, limits: dict[str, Any]) -> list[str]:
@@ -212,12 +496,30 @@ def cap_problems(scene: Any, engine: str, limits: dict[str, Any]) -> list[str]:
     return found
 
 
-def scene_problems(bpy: Any, scene: Any, engine: str, spec: dict[str, Any]) -> list[str]:
-    ids = all_ids(bpy)
-    found = python_uses(bpy, ids)
-    for path in outside_paths(referenced_paths(bpy, ids), spec["job_root"]):
-        found.append(f"it names a file outside the job folder: {path} (pack it into the .blend)")
-    return found + cap_problems(scene, engine, spec["limits"])
+def scene_problems(bpy: Any, scene: Any, engine: str, spec: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Why the scene must not render (Python, a file outside the job, a cap), and the files it names that
+    are missing here (rendered without, as Blender does, and reported)."""
+    found = python_uses(bpy, all_ids(bpy))
+    reads = scene_reads(bpy, scene)
+    refused, missing = judge_reads(
+        reads.reads + unexplained(bpy, reads), spec["job_root"], blender_datafiles(bpy)
+    )
+    return found + reads.computed + refused + cap_problems(scene, engine, spec["limits"]), missing
+
+
+def render_or_explain(bpy: Any, scene: Any) -> None:
+    """Renders the frame; a scene without a camera whose sequencer or compositor makes no image without
+    one fails as it does in Blender, in words an operator and a creator understand."""
+    try:
+        bpy.ops.render.render(write_still=False)
+    except RuntimeError as exc:
+        said = str(exc).strip().removeprefix("Error: ")
+        if scene.camera is None and "camera" in said.lower():
+            raise RuntimeError(
+                "the scene has no active camera, and neither its sequencer nor its compositor makes an "
+                f"image without one, so there is nothing to render (Blender says: {said})"
+            ) from None
+        raise
 
 
 # -- render -------------------------------------------------------------------------------------------
@@ -232,8 +534,6 @@ def render(spec: dict[str, Any], reporter: Reporter) -> None:
 
     settings = spec["settings"]
     scene = bpy.context.scene
-    if scene.camera is None:
-        raise RuntimeError("the scene has no active camera, so there is nothing to render")
 
     engine = engine_id(settings.get("engine", "EEVEE"), tuple(bpy.app.version))
     if engine == "CYCLES":
@@ -252,7 +552,7 @@ def render(spec: dict[str, Any], reporter: Reporter) -> None:
     # The render evaluates the scene at this frame itself; frame_set() would evaluate it once more first.
     scene.frame_current = int(settings.get("frame", 1))
 
-    problems = scene_problems(bpy, scene, engine, spec)
+    problems, missing = scene_problems(bpy, scene, engine, spec)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         reporter.emit("rejected", message=shown, problems=problems)
@@ -264,11 +564,11 @@ def render(spec: dict[str, Any], reporter: Reporter) -> None:
     scene.render.image_settings.file_format = "PNG"
     scene.render.image_settings.color_mode = "RGBA"
     bpy.context.preferences.filepaths.temporary_directory = spec["tmp_dir"]
-    for field in VARYING_METADATA:
+    for name in VARYING_METADATA:
         # The PNG's metadata would carry this machine's name, paths and clock: leaks, and a different
         # CID for every render of the same frame (a resumed job must re-render to the same bytes).
-        if hasattr(scene.render, field):
-            setattr(scene.render, field, False)
+        if hasattr(scene.render, name):
+            setattr(scene.render, name, False)
     muted = mute_file_outputs(bpy)
 
     width = scene.render.resolution_x * scene.render.resolution_percentage // 100
@@ -281,9 +581,10 @@ def render(spec: dict[str, Any], reporter: Reporter) -> None:
         height=height,
         muted_file_outputs=muted,
         replaced_filepath=original_filepath,
+        missing=missing,
     )
     bpy.app.handlers.render_stats.append(reporter.on_stats)
-    bpy.ops.render.render(write_still=False)
+    render_or_explain(bpy, scene)
     bpy.data.images["Render Result"].save_render(filepath=spec["output"], scene=scene)
     reporter.emit("done", output=spec["output"], width=width, height=height, engine=engine)
 

@@ -432,6 +432,7 @@ class Worker:
                 log.info("[Worker] Rendering job %s: %d%%", job.id, round(fraction * 100))
 
         result = self.renderer.render(blend, job_dir, settings, progress=on_progress, cancel=self.stop)
+        _log_missing_files(job.id, result.missing_files)
         log.info(
             "[Worker] Render successful: %s (%dx%d, %s, %.1fs)",
             result.output,
@@ -582,6 +583,31 @@ def _same_id(a: object, b: object) -> bool:
     if a is None or b is None:
         return False
     return str(a).replace("-", "").lower() == str(b).replace("-", "").lower()
+
+
+MISSING_FILES_LOGGED = 20  # one line each; a scene missing more gets a count after these
+
+
+def _log_missing_files(job_id: str, missing: tuple[str, ...]) -> None:
+    """One warning per file the scene names that does not exist here; the job record keeps the list.
+
+    Rendering without them is what Blender itself does (a missing texture shows pink): the creator
+    forgot to pack it, or it sits outside the job folder where the sandbox hides it.
+    """
+    for entry in missing[:MISSING_FILES_LOGGED]:
+        log.warning(
+            "[Worker] Job %s: the scene names a file that does not exist here; rendered without it: %s",
+            job_id,
+            entry,
+            extra={"job_id": job_id},
+        )
+    if len(missing) > MISSING_FILES_LOGGED:
+        log.warning(
+            "[Worker] Job %s: and %d more missing files (the job record lists them all)",
+            job_id,
+            len(missing) - MISSING_FILES_LOGGED,
+            extra={"job_id": job_id},
+        )
 
 
 def _render_record(result: RenderResult) -> dict:

@@ -128,6 +128,9 @@ class RenderResult:
     seconds: float
     samples_done: int | None
     samples_total: int | None
+    # Files the scene names that do not exist where it rendered (it rendered without them, as Blender
+    # does), each as "path (who names it)"; render_child.py's judge_reads says why that is safe.
+    missing_files: tuple[str, ...] = ()
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -267,6 +270,7 @@ class BlenderRenderer:
                 f"{done.get('width')}x{done.get('height')}"
             )
         last_progress = next((e for e in reversed(events) if e.get("event") == "progress"), {})
+        rendering = next((e for e in events if e.get("event") == "rendering"), {})
         return RenderResult(
             output,
             width,
@@ -275,6 +279,7 @@ class BlenderRenderer:
             seconds,
             last_progress.get("samples_done"),
             last_progress.get("samples_total"),
+            tuple(str(path) for path in rendering.get("missing") or ()),
         )
 
     def _run_child(

@@ -8,7 +8,8 @@ it runs read-only, and can write only to its job folder and the shader cache. Th
 
 ``RENDER_SANDBOX=auto`` (the default) uses bwrap when it is installed and the render Blender starts
 inside it, and says loudly when it does not; ``bwrap`` refuses to render without it; ``off`` never
-uses it.
+uses it. Windows and macOS have no such sandbox here: there the scene check in the render child is the
+only wall, and every sentence this module writes for the log, the panel and the setup check says so.
 """
 
 from __future__ import annotations
@@ -106,6 +107,18 @@ def runtime_paths(executable: str, uses_bpy_module: bool, child_script: Path) ->
     return tuple(sorted(kept))
 
 
+# Said wherever renders run without the sandbox: what still guards the node then, and what does not.
+SCENE_CHECK_ONLY = (
+    "the scene check (no scene Python, no file outside the job folder that exists here, caps) is the "
+    "only wall"
+)
+
+
+def platform_has_sandbox() -> bool:
+    """Whether this OS has the render sandbox at all (bwrap is Linux-only); elsewhere it is no fault."""
+    return sys.platform.startswith("linux")
+
+
 def choose_sandbox(
     mode: str, executable: str, uses_bpy_module: bool, child_script: Path, probe_argv: list[str]
 ) -> tuple[Sandbox | None, str]:
@@ -115,7 +128,7 @@ def choose_sandbox(
     sandbox. Raises ``ConfigError`` when ``mode`` is ``bwrap`` and that fails.
     """
     if mode == "off":
-        return None, "not sandboxed (RENDER_SANDBOX=off)"
+        return None, f"not sandboxed (RENDER_SANDBOX=off): {SCENE_CHECK_ONLY}"
     reason = _unavailable_reason(probe_argv, executable, uses_bpy_module, child_script)
     if reason is None:
         readable = runtime_paths(executable, uses_bpy_module, child_script)
@@ -123,14 +136,14 @@ def choose_sandbox(
         return sandbox, "sandboxed with bwrap (no network, read-only system, writes only to the job folder)"
     if mode == "bwrap":
         raise ConfigError("RENDER_SANDBOX", f"is bwrap, but {reason}")
-    return None, f"NOT sandboxed: {reason} (RENDER_SANDBOX=auto)"
+    return None, f"NOT sandboxed: {reason} (RENDER_SANDBOX=auto); {SCENE_CHECK_ONLY}"
 
 
 def _unavailable_reason(
     probe_argv: list[str], executable: str, uses_bpy_module: bool, child_script: Path
 ) -> str | None:
-    if not sys.platform.startswith("linux"):
-        return f"bwrap sandboxing is Linux-only (this is {sys.platform})"
+    if not platform_has_sandbox():
+        return f"{_os_name()} has no OS sandbox for renders (bwrap is Linux-only)"
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return "bwrap is not installed (apt install bubblewrap)"
@@ -152,3 +165,7 @@ def _unavailable_reason(
         said = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no output"])[-1]
         return f"Blender at {executable} does not start inside bwrap ({said[:200]})"
     return None
+
+
+def _os_name() -> str:
+    return {"win32": "Windows", "darwin": "macOS"}.get(sys.platform, sys.platform)
