@@ -7,6 +7,7 @@ Nothing here is mocked: the devnet is ``python -m devnet serve`` on 127.0.0.1, t
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,12 +21,21 @@ import pytest
 from devnet.process import ROOT, Devnet, running_devnet
 
 SCENE_SIZE = (64, 48)
+SANDBOX_MODES = ("bwrap", "off")
 
 
 @pytest.fixture
 def devnet(tmp_path: Path) -> Iterator[Devnet]:
     with running_devnet(tmp_path / "devnet") as net:
         yield net
+
+
+@pytest.fixture(params=SANDBOX_MODES)
+def sandbox(request: pytest.FixtureRequest) -> str:
+    """``RENDER_SANDBOX`` for a test that must hold both inside the bwrap sandbox and without it."""
+    if request.param == "bwrap" and (shutil.which("bwrap") is None or not sys.platform.startswith("linux")):
+        pytest.skip("bwrap is not installed here (python3 build.py test installs bubblewrap on Debian)")
+    return request.param
 
 
 @pytest.fixture(scope="session")

@@ -22,19 +22,20 @@ render gets Blender's own error instead. Every mode prints one JSON line on stdo
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import shutil
 import sys
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import bpy
 from mathutils import Matrix
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.blender_output import stdout_to_stderr
 
 # Where a path of the "missing image" case points: a creator's own disk, absent from every worker.
 NOWHERE = "/Users/creator/Projects/textures/weathered_wood.png"
@@ -49,22 +50,6 @@ def _args() -> list[str]:
 
 def _version() -> str:
     return "{}.{}".format(*bpy.app.version[:2])
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Sends everything written to fd 1 (Blender's C-level prints too) to stderr meanwhile."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).fflush(None)
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _template_folders() -> list[Path]:
@@ -302,7 +287,7 @@ def reference(spec_path: Path) -> list[dict[str, Any]]:
 
 def main() -> None:
     mode, *args = _args() or [""]
-    with _stdout_to_stderr():
+    with stdout_to_stderr():
         if mode == "shipped" and len(args) == 1:
             result: Any = shipped(Path(args[0]).resolve())
         elif mode == "made" and len(args) == 2:

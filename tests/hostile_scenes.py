@@ -27,7 +27,6 @@ JSON line.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import json
 import os
@@ -35,7 +34,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from mathutils import Matrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devnet.sample_scene import build_scene
+from tests.blender_output import stdout_to_stderr
 
 WIDTH, HEIGHT, SAMPLES = 32, 24, 1
 SECRET_RGB = (0, 255, 0)
@@ -207,22 +207,6 @@ def _add_file_output(scene: bpy.types.Scene, directory: Path) -> None:
     if not file_out.inputs and hasattr(file_out, "file_output_items"):  # 5.x starts with no inputs
         file_out.file_output_items.new("RGBA", "Image")
     tree.links.new(layers.outputs["Image"], file_out.inputs[0])
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Sends everything written to fd 1 (Blender's C-level prints included) to stderr meanwhile."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).fflush(None)  # C stdio buffers still hold Blender's prints
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 # --- kinds that run Python ------------------------------------------------------------------------------
@@ -760,7 +744,7 @@ def build(kind: str, args: list[str]) -> Result:
 
 def main() -> None:
     kind, *args = sys.argv[1:] or [""]
-    with _stdout_to_stderr():
+    with stdout_to_stderr():
         result = build(kind, args)
     sys.stdout.write(json.dumps(result) + "\n")
 

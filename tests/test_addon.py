@@ -66,8 +66,10 @@ def assert_draw_states(drawn: dict[str, list[str]]) -> None:
         assert drawn[state][0] == state.replace("-", " ").capitalize()
         assert "Job 6f0c-job" in drawn[state] and "Done 3" in drawn[state]
     assert any("Not verified yet" in text for text in drawn["idle"])
-    # Whether renders run in the OS sandbox is always on show.
+    # Whether renders run in the OS sandbox is always on show, and without it, what still guards the node.
     assert "Renders sandboxed (bwrap)" in drawn["rendering"] and "Renders NOT sandboxed" in drawn["idle"]
+    assert "Only the scene check guards this node" in drawn["idle"]
+    assert "Only the scene check guards this node" not in drawn["rendering"]
     assert any("Cannot reach the VeriFrame backend" in text for text in drawn["polling"])
     assert any("Backend: reachable" in text for text in drawn["checks"])
     assert any("IPFS gateway: HTTP 404" in text for text in drawn["checks"])

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -39,7 +38,6 @@ from .conftest import run_worker, worker_env
 
 CORPUS = Path(__file__).resolve().parent / "honest_corpus.py"
 SETTINGS = {"resolution_percentage": 4, "samples": 1}  # 1920x1080 scenes render at 76x43
-SANDBOX_MODES = ("bwrap", "off")
 # The largest mean difference per channel (0-255) between the worker's PNG and Blender's own render
 # of the same file: the same Blender and GL on the same machine, so in practice they are identical.
 MAX_MEAN_DIFFERENCE = 1.0
@@ -128,13 +126,6 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
 def shader_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One warm shader cache for both runs, as a long-running worker has."""
     return tmp_path_factory.mktemp("shader-cache")
-
-
-@pytest.fixture(params=SANDBOX_MODES)
-def sandbox(request: pytest.FixtureRequest) -> str:
-    if request.param == "bwrap" and (shutil.which("bwrap") is None or not sys.platform.startswith("linux")):
-        pytest.skip("bwrap is not installed here (python3 build.py test installs bubblewrap on Debian)")
-    return request.param
 
 
 def _submit(devnet: Devnet, asset: Path) -> str:

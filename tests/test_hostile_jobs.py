@@ -12,7 +12,6 @@ honest job. Every case runs twice: inside the bwrap sandbox and without it.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,16 +31,16 @@ from .conftest import WorkerRun, run_worker_until, worker_env
 from .servers import serve_app
 
 HOSTILE = Path(__file__).resolve().parent / "hostile_scenes.py"
-SANDBOX_MODES = ("bwrap", "off")
 
 
 @dataclass(frozen=True)
 class Case:
     """One hostile input: what to build, and what the worker must do with it.
 
-    ``in_sandbox`` is the outcome and phrase under bwrap where they differ: a file outside the job
-    folder does not exist inside the sandbox, so a scene naming one renders without it (nothing to
-    leak, and the published frame is checked for the secret) instead of being refused.
+    ``in_sandbox`` is the outcome and phrase under bwrap where they differ: a data-block's file outside
+    the job folder does not exist inside the sandbox, so a scene naming one renders without it (nothing
+    to leak, and the published frame is checked for the secret) instead of being refused. A node's path
+    outside is refused in both.
     """
 
     name: str
@@ -74,43 +73,6 @@ CASES = (
     Case("image by //../.. path", "image-relative", "failed", "outside the job folder: /", in_sandbox=HIDDEN),
     Case("library by absolute path", "library-absolute", "failed", "lib.blend (pack it", in_sandbox=HIDDEN),
     Case("library by //../.. path", "library-relative", "failed", "lib.blend (pack it", in_sandbox=HIDDEN),
-    *(
-        Case(
-            f"Import {kind.upper()} node, constant path",
-            f"import-{kind}",
-            "failed",
-            IMPORT_REFUSED,
-            in_sandbox=HIDDEN,
-        )
-        for kind in ("text", "csv", "obj", "ply", "stl", "vdb")
-    ),
-    Case(
-        "Import Text node, path computed by String Join",
-        "import-computed",
-        "failed",
-        "node 'Read Secret' in node group 'ReadSecret' reads a file whose path ('Path') is computed",
-    ),
-    Case(
-        "Import Text node in a nested group",
-        "import-nested",
-        "failed",
-        "node 'Read Secret' in node group 'ReadSecretInner' names a file outside the job folder: /",
-        in_sandbox=HIDDEN,
-    ),
-    Case(
-        "Import Text node in a linked library",
-        "import-library",
-        "failed",
-        "node 'Read Secret' in node group 'LinkedReaderInner' (linked from lib.blend) names a file outside",
-        in_sandbox=HIDDEN,
-    ),
-    Case(
-        "IES Texture node, external file",
-        "ies-outside",
-        "failed",
-        "node 'Lamp Profile' in light 'Spot' names a file outside the job folder: /",
-        in_sandbox=HIDDEN,
-    ),
     Case("16384x16384 output", "huge-output", "failed", "16384x16384 (268.4 MP)"),
     Case("10^6 samples", "million-samples", "failed", "1000000 samples"),
     Case(
@@ -125,6 +87,38 @@ CASES = (
     Case("1 GB-expanding archive", "zip-bomb", "failed", "a zip bomb"),
     Case("gateway serving other bytes", "honest", "failed", "does not match CID", lying_gateway=True),
     Case("random bytes named .blend", "random-bytes", "failed", "unrecognised binary data"),
+)
+
+
+NODE_CASES = (
+    *(
+        Case(f"Import {kind.upper()} node, constant path", f"import-{kind}", "failed", IMPORT_REFUSED)
+        for kind in ("text", "csv", "obj", "ply", "stl", "vdb")
+    ),
+    Case(
+        "Import Text node, path computed by String Join",
+        "import-computed",
+        "failed",
+        "node 'Read Secret' in node group 'ReadSecret' reads a file whose path ('Path') is computed",
+    ),
+    Case(
+        "Import Text node in a nested group",
+        "import-nested",
+        "failed",
+        "node 'Read Secret' in node group 'ReadSecretInner' names a file outside the job folder: /",
+    ),
+    Case(
+        "Import Text node in a linked library",
+        "import-library",
+        "failed",
+        "node 'Read Secret' in node group 'LinkedReaderInner' (linked from lib.blend) names a file outside",
+    ),
+    Case(
+        "IES Texture node, external file",
+        "ies-outside",
+        "failed",
+        "node 'Lamp Profile' in light 'Spot' names a file outside the job folder: /",
+    ),
 )
 
 
@@ -150,13 +144,6 @@ def honest_asset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def shader_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One warm shader cache for the module, as a long-running worker has (else every render is cold)."""
     return tmp_path_factory.mktemp("shader-cache")
-
-
-@pytest.fixture(params=SANDBOX_MODES)
-def sandbox(request: pytest.FixtureRequest) -> str:
-    if request.param == "bwrap" and (shutil.which("bwrap") is None or not sys.platform.startswith("linux")):
-        pytest.skip("bwrap is not installed here (python3 build.py test installs bubblewrap on Debian)")
-    return request.param
 
 
 def _lying_ipfs(gateway: str, api: str, target: str) -> FastAPI:
@@ -227,30 +214,38 @@ class Outcome:
 
 
 @pytest.fixture
-def run_case(
+def run_cases(
     devnet: Devnet, honest_asset: Path, shader_cache: Path, sandbox: str, tmp_path: Path
 ) -> Iterator:
-    """Builds a case, submits it and an honest job, runs the worker until the honest job is done."""
+    """Builds cases, submits them and then an honest job, runs one worker until the honest job is done.
 
-    def run(case: Case) -> Outcome:
-        built = build(case.kind, tmp_path / "scene", tmp_path / "outside")
+    Each case is built into its own folder; they share OUTSIDE_DIR (``tmp_path / "outside"``), where the
+    relative cases' ``//../../../outside/`` lands from a job folder.
+    """
+
+    def run(cases: tuple[Case, ...]) -> list[Outcome]:
+        built = [build(c.kind, tmp_path / "scene" / c.kind, tmp_path / "outside") for c in cases]
         before = _files(tmp_path)
-        settings = ("--settings", json.dumps(case.settings)) if case.settings else ()
-        hostile = devnet.cli("submit", built["asset"], *settings).strip()
+        hostile = []
+        for case, made in zip(cases, built, strict=True):
+            settings = ("--settings", json.dumps(case.settings)) if case.settings else ()
+            hostile.append(devnet.cli("submit", made["asset"], *settings).strip())
         honest = devnet.cli("submit", str(honest_asset)).strip()
         overrides = {"RENDER_SANDBOX": sandbox, "VERIFRAME_SHADER_CACHE": str(shader_cache)}
-        target = _job(devnet, hostile)["full_asset_cid"]
+        target = _job(devnet, hostile[0])["full_asset_cid"]
         with serve_app(_lying_ipfs(devnet.env["IPFS_GATEWAY"], _api_url(devnet), target)) as lie:
-            if case.lying_gateway:  # both sources lie about this CID: no honest copy to fall back on
+            if cases[0].lying_gateway:  # both sources lie about this CID: no honest copy to fall back on
+                assert len(cases) == 1
                 overrides |= {"IPFS_GATEWAY": f"{lie}/ipfs", "IPFS_API": lie}
             env = worker_env(devnet, tmp_path / "data", **overrides)
-            run = run_worker_until(env, f"✓ Successfully completed job {honest}", 1, timeout=120)
+            timeout = 120 + 20 * len(cases)
+            run = run_worker_until(env, f"✓ Successfully completed job {honest}", 1, timeout=timeout)
 
         # Nothing new anywhere but the devnet's store and the worker's own files and job folders.
         data = tmp_path / "data"
-        allowed = (tmp_path / "devnet", data / "jobs" / hostile, data / "jobs" / honest)
-        # The worker's own files: its journal and log, and the two verified assets it keeps by CID.
-        cached = {data / "asset-cache" / _job(devnet, job)["full_asset_cid"] for job in (hostile, honest)}
+        allowed = (tmp_path / "devnet", *(data / "jobs" / job for job in (*hostile, honest)))
+        # The worker's own files: its journal and log, and the verified assets it keeps by CID.
+        cached = {data / "asset-cache" / _job(devnet, job)["full_asset_cid"] for job in (*hostile, honest)}
         own_files = {data / "completed_jobs.json", data / "logs" / "worker.log", *cached}
         new = {
             p
@@ -258,7 +253,7 @@ def run_case(
             if p not in own_files and not any(p.is_relative_to(a) for a in allowed)
         }
         assert new == set(), f"files appeared outside the job folders: {sorted(map(str, new))}"
-        return Outcome(run, hostile, honest, built)
+        return [Outcome(run, job, honest, made) for job, made in zip(hostile, built, strict=True)]
 
     yield run
 
@@ -267,9 +262,25 @@ def run_case(
     "case", CASES, ids=[c.kind if not c.lying_gateway else "lying-gateway" for c in CASES]
 )
 def test_hostile_input_is_contained_and_the_worker_goes_on(
-    case: Case, run_case, devnet: Devnet, sandbox: str, tmp_path: Path
+    case: Case, run_cases, devnet: Devnet, sandbox: str, tmp_path: Path
 ) -> None:
-    outcome: Outcome = run_case(case)
+    [outcome] = run_cases((case,))
+    assert_contained(case, outcome, devnet, sandbox, tmp_path)
+
+
+def test_every_node_file_path_outside_the_job_is_refused_naming_the_node(
+    run_cases, devnet: Devnet, sandbox: str, tmp_path: Path
+) -> None:
+    """The node cases, one worker for all of them (each is refused before its render, so one run suffices).
+
+    Refused in the sandbox too: a node's path outside the job is refused whether or not the file exists.
+    """
+    for case, outcome in zip(NODE_CASES, run_cases(NODE_CASES), strict=True):
+        assert_contained(case, outcome, devnet, sandbox, tmp_path)
+
+
+def assert_contained(case: Case, outcome: Outcome, devnet: Devnet, sandbox: str, tmp_path: Path) -> None:
+    """No payload ran or escaped, the hostile job ended as ``case`` says, and the honest job completed."""
     log, hostile = outcome.run.output, outcome.hostile
 
     markers = tmp_path / "outside" / "markers"
@@ -317,10 +328,10 @@ def test_hostile_input_is_contained_and_the_worker_goes_on(
 
 @pytest.mark.parametrize("kind", ["honest-packed", "honest-archive"])
 def test_honest_scenes_with_packed_or_archived_textures_render(
-    kind: str, run_case, devnet: Devnet, tmp_path: Path
+    kind: str, run_cases, devnet: Devnet, tmp_path: Path
 ) -> None:
     """Textures packed into the .blend, or beside it in the archive by a relative path, are used."""
-    outcome: Outcome = run_case(Case(kind, kind, "rendered", ""))
+    [outcome] = run_cases((Case(kind, kind, "rendered", ""),))
     job = _job(devnet, outcome.hostile)
     assert job["status"] == "completed", outcome.run.output
     png = _result_png(devnet, job, tmp_path / "result.png")

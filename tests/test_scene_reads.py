@@ -86,6 +86,13 @@ def test_udim_tiles_and_frame_sequences_count_their_siblings(places: dict[str, P
     assert missing == [f"{places['outside'] / 'smoke_0001.png'} (image 'x')"]
 
 
+def test_a_node_path_outside_is_refused_even_if_absent(places: dict[str, Path]) -> None:
+    node = FileRead("/data/points.csv", "/data/points.csv", "node 'Import CSV'", absent_is_harmless=False)
+    problems, missing = _judge([node], places)
+    assert len(problems) == 1 and problems[0].startswith("node 'Import CSV' names a file outside")
+    assert missing == []
+
+
 def test_a_cache_the_render_may_write_must_be_inside_even_if_absent(places: dict[str, Path]) -> None:
     cache = FileRead("/var/cache/fluid", "/var/cache/fluid/nowhere", "modifier 'Fluid'", writes=True)
     inside = FileRead(

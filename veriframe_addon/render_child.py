@@ -178,6 +178,9 @@ class FileRead:
     writes: bool = False  # the render may write there (a simulation cache): it must be inside the job
     sequence: bool = False  # one frame of a numbered sequence: its siblings count as the same read
     remedy: str = "pack it into the .blend"  # what the creator can do about a refusal
+    # A data-block's file that is absent here is rendered without (as Blender does); a node's path
+    # outside the job is refused either way (see ``judge_reads``).
+    absent_is_harmless: bool = True
 
 
 @dataclass
@@ -351,7 +354,10 @@ def _node_reads(bpy: Any, tree: Any, where: str, owner: Any) -> tuple[list[FileR
             elif socket.default_value:
                 paths.append(socket.default_value)
         remedy = "put it in the job's archive and give its path from the .blend's folder as //..."
-        reads += [FileRead(path, _absolute(bpy, path, library), what, remedy=remedy) for path in paths]
+        reads += [
+            FileRead(path, _absolute(bpy, path, library), what, remedy=remedy, absent_is_harmless=False)
+            for path in paths
+        ]
     return reads, computed
 
 
@@ -448,10 +454,12 @@ def judge_reads(
     """The refusals and the missing files among ``reads``.
 
     Inside the job folder or the render Blender's own data: fine. Outside and present where the render
-    runs: refused, since the render would read the operator's file. Outside and absent (a texture on
-    the creator's other computer; anything outside, inside the sandbox): nothing to leak, so the render
-    goes on as Blender's own would and the path is reported missing, as is a missing file inside the
-    job. A folder the render may write to must be inside the job, present or not.
+    runs: refused, since the render would read the operator's file. A data-block's file outside and
+    absent (a texture on the creator's other computer; anything outside, inside the sandbox): nothing to
+    leak, so the render goes on as Blender's own would and the path is reported missing, as is a missing
+    file inside the job. A node's path outside is refused even when absent: import nodes read data the
+    creator ships with the scene, and without it the render would silently lack whole objects. A folder
+    the render may write to must be inside the job, present or not.
     """
     root = os.path.realpath(job_root)
     problems: list[str] = []
@@ -465,7 +473,7 @@ def judge_reads(
         elif _inside(real, root) or any(_inside(real, folder) for folder in blender_files):
             if not _may_exist(real, read.sequence):
                 missing.append(f"{shown} ({read.owner})")
-        elif _may_exist(real, read.sequence):
+        elif not read.absent_is_harmless or _may_exist(real, read.sequence):
             problems.append(f"{read.owner} names a file outside the job folder: {shown} ({read.remedy})")
         else:
             missing.append(f"{shown} ({read.owner})")
