@@ -39,6 +39,14 @@ def sandbox(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
+def shader_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One warm GL shader cache for every worker of the session, as a long-running node has (else each
+    test's first render compiles EEVEE's shaders again, about 25 s here); Mesa's cache is safe to share
+    across processes."""
+    return tmp_path_factory.mktemp("shader-cache")
+
+
+@pytest.fixture(scope="session")
 def sample_blend(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's scene at a tiny size and 2 samples, written once by real Blender."""
     path = tmp_path_factory.mktemp("scene") / "sample_scene.blend"

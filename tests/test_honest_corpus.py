@@ -122,12 +122,6 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
     return entries
 
 
-@pytest.fixture(scope="module")
-def shader_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One warm shader cache for both runs, as a long-running worker has."""
-    return tmp_path_factory.mktemp("shader-cache")
-
-
 def _submit(devnet: Devnet, asset: Path) -> str:
     admin = load_keypair(devnet.data / "admin.json")
     cid = add_file(api_url_from_multiaddr(devnet.env["IPFS_API"]), asset)

@@ -140,12 +140,6 @@ def honest_asset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(build("honest", root / "scene", root / "outside")["asset"])
 
 
-@pytest.fixture(scope="module")
-def shader_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One warm shader cache for the module, as a long-running worker has (else every render is cold)."""
-    return tmp_path_factory.mktemp("shader-cache")
-
-
 def _lying_ipfs(gateway: str, api: str, target: str) -> FastAPI:
     """A gateway and RPC API in one that serve other bytes for ``target`` and pass all else through."""
     app = FastAPI()

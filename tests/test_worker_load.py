@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
 import requests
 
 from devnet.process import ROOT, Devnet
@@ -28,12 +27,6 @@ from .fault_proxy import FaultPolicy, FaultProxy
 
 log = logging.getLogger("tests.load")
 DONE = "✓ Successfully completed job "
-
-
-@pytest.fixture(scope="module")
-def shader_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One warm shader cache shared by every worker here (Mesa's cache is safe across processes)."""
-    return tmp_path_factory.mktemp("shader-cache")
 
 
 def submit(devnet: Devnet, blend: Path, count: int) -> list[str]:
