@@ -48,6 +48,10 @@ APT_PACKAGES = [
     "libsm6",
 ]
 PYTEST_NO_TESTS = 5
+# The suite runs in this many pytest-xdist processes: a render waits on its Blender subprocess as much as
+# it computes, so two processes on two cores finish sooner than one. Each test module stays on one
+# process (--dist loadscope), so its module fixtures are built once. Pass -n yourself to override.
+TEST_PROCESSES = "2"
 
 log = logging.getLogger("build")
 
@@ -121,6 +125,8 @@ def cmd_test(extra: list[str]) -> int:
         env["VERIFRAME_TEST_BLENDER"] = str(blender)
     # The add-on's smoke run under bpy 4.2 and 5.0 (tests/test_addon_matrix.py); failures skip, logged.
     env.update(bpy_matrix.matrix_environment(ROOT))
+    if not any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) for arg in extra):
+        extra = ["-n", TEST_PROCESSES, "--dist", "loadscope", *extra]
     code = subprocess.run([str(python), "-m", "pytest", *extra], cwd=ROOT, env=env).returncode
     if code == PYTEST_NO_TESTS:
         log.error("pytest collected no tests: that is a failure, not a pass")

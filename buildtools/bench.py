@@ -34,9 +34,10 @@ import time
 from pathlib import Path
 
 from devnet.process import ROOT, running_devnet
-from veriframe_addon.worker.cid import CidVerifier, UnixfsFileBuilder
 from veriframe_addon.worker.config import load_config
-from veriframe_addon.worker.loop import Worker, WorkerStatus
+from veriframe_addon.worker.ipfs.cid import CidVerifier, UnixfsFileBuilder
+from veriframe_addon.worker.loop import Worker
+from veriframe_addon.worker.status import WorkerStatus
 
 log = logging.getLogger("bench")
 

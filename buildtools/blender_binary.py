@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 MIN_VERSION = (4, 2)
 # Debian 13 ships Blender 4.3; its Mesa gives EEVEE a software EGL context where there is no GPU.
 SUITE = "trixie"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 ROOTFS_PACKAGES = (
     "blender",
     # blender.org builds bundle requests (the extension relies on that); Debian's Blender uses the
@@ -144,7 +143,8 @@ def host_debian_mirror(apt_dir: Path = Path("/etc/apt"), codename: str | None = 
     """The Debian archive this host installs from, so the rootfs comes from the same (reachable) mirror.
 
     ``VERIFRAME_DEBIAN_MIRROR`` wins; then the first ``deb`` source for the host's own release (not its
-    security archive) in ``sources.list`` or ``sources.list.d/*.sources|*.list``; else deb.debian.org.
+    security archive) in ``sources.list`` or ``sources.list.d/*.sources|*.list``. No host name is built
+    in: a host without a Debian source raises ``ProvisionError`` naming the files to fix.
     """
     override = os.environ.get("VERIFRAME_DEBIAN_MIRROR")
     if override:
@@ -156,8 +156,11 @@ def host_debian_mirror(apt_dir: Path = Path("/etc/apt"), codename: str | None = 
             continue
         if codename in suites or not codename:
             return uri.rstrip("/")
-    log.info("no Debian mirror for %r in %s; using %s", codename, apt_dir, DEFAULT_MIRROR)
-    return DEFAULT_MIRROR
+    raise ProvisionError(
+        f"no Debian package source for {codename or 'this release'!r} in {apt_dir / 'sources.list'} or "
+        f"{apt_dir / 'sources.list.d'}/*.sources|*.list: add the Debian mirror this machine installs from "
+        "there, or name one in VERIFRAME_DEBIAN_MIRROR"
+    )
 
 
 def provision_rootfs_blender(cache_dir: Path, repo: Path = ROOT) -> Path:

@@ -49,8 +49,9 @@ PLATFORMS = {
 
 # What the worker core imports inside Blender that Blender does not ship: measured, not guessed. In a clean
 # venv with starknet-py and multiformats, importing ``message_signature``/``private_to_stark_key`` from
-# ``starknet_py.hash.utils`` and ``veriframe_addon.worker.cid`` loads exactly these distributions (the rest of
-# starknet-py's declared dependencies, aiohttp, eth-keys, poseidon-py ..., is never imported on that path).
+# ``starknet_py.hash.utils`` and ``veriframe_addon.worker.ipfs.cid`` loads exactly these distributions (the
+# rest of starknet-py's declared dependencies, aiohttp, eth-keys, poseidon-py ..., is never imported on
+# that path).
 # tests/test_packaging.py proves the set is enough in a Python that has only these and Blender's packages.
 VENDORED = (
     "starknet-py==0.30.0",
@@ -69,6 +70,7 @@ VENDORED = (
     "bases==0.3.0",  # imported by multiformats (multibase)
     "typing-validation==1.2.12",  # imported by multiformats
     "typing-extensions==4.16.0",  # imported by multiformats; Blender 4.2 to 4.5 do not ship it
+    "prometheus-client==0.26.0",  # /metrics: counters, histograms and the text format (pure Python)
 )
 
 # starknet-py publishes no wheel, only an sdist: its pure-Python wheel is built here, from the sdist whose

@@ -101,7 +101,7 @@ def _backend(args: argparse.Namespace) -> str:
 
 
 def _ipfs_api(args: argparse.Namespace) -> str:
-    from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
+    from veriframe_addon.worker.ipfs.multiaddr import api_url_from_multiaddr
 
     return api_url_from_multiaddr(args.ipfs_api or os.environ.get("IPFS_API") or "/ip4/127.0.0.1/tcp/5001")
 
@@ -201,12 +201,17 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devnet", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help=f"data folder (default $DEVNET_DATA or {DEFAULT_DATA})")
+    data_help = f"data folder (default $DEVNET_DATA or {DEFAULT_DATA})"
+    parser.add_argument("--data", help=data_help)
+    # Every command takes --data after its name too (``serve --data DIR``); SUPPRESS keeps a value given
+    # before the command from being reset by the subcommand's own default.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", default=argparse.SUPPRESS, help=data_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the backend, IPFS API and gateway")
+    serve = sub.add_parser("serve", parents=[common], help="run the backend, IPFS API and gateway")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--backend-port", type=int, default=8000)
     serve.add_argument("--ipfs-port", type=int, default=5001)
@@ -233,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         ("submit", cmd_submit, "add a file to IPFS and create a job for it"),
         ("jobs", cmd_jobs, "list jobs"),
     ):
-        command = sub.add_parser(name, help=helptext)
+        command = sub.add_parser(name, parents=[common], help=helptext)
         command.add_argument("--backend", help="backend API base (default $BACKEND_API_URL)")
         command.add_argument("--ipfs-api", help="IPFS API multiaddr or URL (default $IPFS_API)")
         command.set_defaults(func=func)
@@ -243,7 +248,11 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--reward", type=int, default=10**15)
             command.add_argument("--cid-version", type=int, choices=(0, 1), default=0)
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     return args.func(args)
 

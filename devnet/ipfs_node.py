@@ -23,15 +23,15 @@ from multiformats import CID, multihash
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
-from veriframe_addon.worker.cid import (
+from veriframe_addon.worker.config import parse_authorization
+from veriframe_addon.worker.errors import InvalidCid, IpfsError
+from veriframe_addon.worker.ipfs.cid import (
     UnixfsFileBuilder,
     UnixfsType,
     decode_dag_pb,
     decode_unixfs,
     parse_cid,
 )
-from veriframe_addon.worker.config import parse_authorization
-from veriframe_addon.worker.errors import InvalidCid, IpfsError
 
 __all__ = ["BlockNotFound", "BlockStore", "NotAFile", "create_gateway_app", "create_rpc_app"]
 

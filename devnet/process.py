@@ -105,9 +105,9 @@ def running_devnet(
         sys.executable,
         "-m",
         "devnet",
+        "serve",  # --data after the command: the form the devnet is documented with
         "--data",
         str(data),
-        "serve",
         "--backend-port",
         str(backend),
         "--ipfs-port",

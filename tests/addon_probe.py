@@ -109,10 +109,10 @@ def scenario_register_cycle(_: dict) -> dict:
 
 def scenario_draw_states(args: dict) -> dict:
     from veriframe_addon import operators
-    from veriframe_addon.worker.loop import WorkerStatus
+    from veriframe_addon.worker.ops.setup_check import CheckResult
+    from veriframe_addon.worker.ops.status_server import STATES
     from veriframe_addon.worker.runner import BackgroundWorker, LogLine
-    from veriframe_addon.worker.setup_check import CheckResult
-    from veriframe_addon.worker.status_server import STATES
+    from veriframe_addon.worker.status import WorkerStatus
 
     addon_utils.enable(ADDON, default_set=True, handle_error=None)
     drawn: dict[str, list[str]] = {"no worker": labels(draw_panel())}

@@ -6,6 +6,7 @@ Nothing here is mocked: the devnet is ``python -m devnet serve`` on 127.0.0.1, t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +20,9 @@ from pathlib import Path
 import pytest
 
 from devnet.process import ROOT, Devnet, running_devnet
+from veriframe_addon.worker.ipfs.multiaddr import api_url_from_multiaddr
+
+from .fault_proxy import FaultPolicy, FaultProxy
 
 SCENE_SIZE = (64, 48)
 SANDBOX_MODES = ("bwrap", "off")
@@ -83,10 +87,12 @@ def worker_env(devnet: Devnet, data_dir: Path, **overrides: str) -> dict[str, st
     return env
 
 
-def run_worker(env: dict[str, str], *args: str, timeout: float = 600) -> WorkerRun:
-    """Runs the headless worker to its end (``--max-jobs``) and returns its exit code and log."""
+def run_worker(
+    env: dict[str, str], *args: str, timeout: float = 600, python: str = sys.executable
+) -> WorkerRun:
+    """Runs the headless worker to its end (``--max-jobs``) under ``python``; returns its code and log."""
     done = subprocess.run(
-        [sys.executable, "-m", "veriframe_addon", *args],
+        [python, "-m", "veriframe_addon", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -144,3 +150,30 @@ def blender_binary() -> Path:
             "or PATH, and none provisioned (python3 build.py test does that as root on Debian)"
         )
     return found
+
+
+@contextlib.contextmanager
+def faulty_network(
+    devnet: Devnet, rate: float, seed: int
+) -> Iterator[tuple[dict[str, str], tuple[FaultProxy, FaultProxy, FaultProxy]]]:
+    """Fault proxies (``tests/fault_proxy.py``) in front of the devnet's backend, IPFS API and gateway, each
+    failing ``rate`` of its requests (seeds ``seed`` to ``seed + 2``). Yields the worker settings that
+    route through them, and the three proxies (their ``counts`` say what they injected)."""
+    backend = devnet.backend_url.removesuffix("/api/v1")
+    api = api_url_from_multiaddr(devnet.env["IPFS_API"])
+    gateway = devnet.env["IPFS_GATEWAY"].removesuffix("/ipfs")
+    with (
+        FaultProxy(backend, FaultPolicy(rate=rate, seed=seed)) as backend_proxy,
+        FaultProxy(api, FaultPolicy(rate=rate, seed=seed + 1)) as api_proxy,
+        FaultProxy(gateway, FaultPolicy(rate=rate, seed=seed + 2)) as gateway_proxy,
+    ):
+        routes = {
+            "BACKEND_API_URL": f"{backend_proxy.url}/api/v1",
+            "IPFS_API": api_proxy.url,
+            "IPFS_GATEWAY": f"{gateway_proxy.url}/ipfs",
+        }
+        yield routes, (backend_proxy, api_proxy, gateway_proxy)
+
+
+def faults_injected(proxy: FaultProxy) -> int:
+    return sum(count for kind, count in proxy.counts.items() if kind != "forwarded")

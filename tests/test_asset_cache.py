@@ -16,11 +16,11 @@ import requests
 
 from devnet.process import Devnet
 from veriframe_addon.session import ExtensionSession
-from veriframe_addon.worker.asset_cache import STALE_PART_SECONDS, AssetCache
-from veriframe_addon.worker.cid import cid_of_bytes
 from veriframe_addon.worker.config import load_config
 from veriframe_addon.worker.errors import ConfigError
-from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
+from veriframe_addon.worker.ipfs.asset_cache import STALE_PART_SECONDS, AssetCache
+from veriframe_addon.worker.ipfs.cid import cid_of_bytes
+from veriframe_addon.worker.ipfs.multiaddr import api_url_from_multiaddr
 
 from .conftest import run_worker, worker_env
 from .fault_proxy import FaultPolicy, FaultProxy

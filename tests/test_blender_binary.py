@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from buildtools.blender_binary import host_debian_mirror
+from buildtools.blender_binary import ProvisionError, host_debian_mirror
 from devnet.image_check import describe_sample_render
 from veriframe_addon.render_child import engine_id
-from veriframe_addon.worker.job_settings import RenderSettings
-from veriframe_addon.worker.render import BlenderCommand, BlenderRenderer, png_size
+from veriframe_addon.worker.render.renderer import BlenderCommand, BlenderRenderer, png_size
+from veriframe_addon.worker.scene.job_settings import RenderSettings
 
 from .conftest import SCENE_SIZE
 
@@ -161,6 +161,7 @@ def test_host_debian_mirror_reads_the_hosts_own_release(
         "deb [arch=amd64 signed-by=/k.gpg] http://first.example/debian bookworm main\n"
     )
     assert host_debian_mirror(tmp_path, codename="bookworm") == "http://first.example/debian"
-    assert host_debian_mirror(tmp_path, codename="trixie") == "http://deb.debian.org/debian"
+    with pytest.raises(ProvisionError, match=r"no Debian package source for 'trixie' in .*sources\.list"):
+        host_debian_mirror(tmp_path, codename="trixie")  # no built-in fallback host
     monkeypatch.setenv("VERIFRAME_DEBIAN_MIRROR", "http://override.example/debian/")
     assert host_debian_mirror(tmp_path, codename="bookworm") == "http://override.example/debian"

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from multiformats import CID, multihash
 
-from veriframe_addon.worker.cid import (
+from veriframe_addon.worker.errors import ContentMismatch, InvalidCid, IpfsError
+from veriframe_addon.worker.ipfs.cid import (
     CHUNK_SIZE,
     CidVerifier,
     DagPbLink,
@@ -23,7 +24,6 @@ from veriframe_addon.worker.cid import (
     encode_unixfs,
     parse_cid,
 )
-from veriframe_addon.worker.errors import ContentMismatch, InvalidCid, IpfsError
 
 
 def veriframe_stream(size: int) -> bytes:

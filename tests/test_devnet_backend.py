@@ -21,6 +21,7 @@ import pytest
 import requests
 from jsonschema import Draft202012Validator, FormatChecker
 
+from devnet.__main__ import argument_parser
 from devnet.backend import create_backend_app, ensure_admin
 from devnet.keys import StarkKeyPair, load_keypair, new_keypair, sign
 from devnet.process import running_devnet
@@ -601,6 +602,17 @@ def test_racing_for_a_just_expired_job(start_backend: Callable[..., Backend]) ->
     assert len(responses) == len(racers), "a claim did not return"
     assert_one_winner(api, job["id"], responses, ids, "after the lease expired")
     assert "now assigned to another worker" in complete(api, job["id"], holder_token, 409)["detail"]
+
+
+def test_data_folder_is_accepted_before_and_after_the_command() -> None:
+    """``python -m devnet serve --data DIR`` (as documented) and ``--data DIR serve`` mean the same; the
+    tests' own devnet starts with the first form (devnet/process.py)."""
+    parser = argument_parser()
+    assert parser.parse_args(["serve", "--data", "after"]).data == "after"
+    assert parser.parse_args(["--data", "before", "serve"]).data == "before"
+    assert parser.parse_args(["--data", "before", "jobs"]).data == "before"  # not reset by the command
+    assert parser.parse_args(["submit", "scene.blend", "--data", "d"]).data == "d"
+    assert parser.parse_args(["jobs"]).data is None  # then $DEVNET_DATA or the default
 
 
 def test_serve_job_lease_flag(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ from multiformats import CID
 
 from devnet.ipfs_node import BlockNotFound, BlockStore, create_gateway_app, create_rpc_app
 from tests.servers import serve_app
-from veriframe_addon.worker.cid import (
+from veriframe_addon.worker.errors import IpfsError
+from veriframe_addon.worker.ipfs.cid import (
     DagPbNode,
     UnixfsData,
     UnixfsFileBuilder,
@@ -21,7 +22,6 @@ from veriframe_addon.worker.cid import (
     encode_dag_pb,
     encode_unixfs,
 )
-from veriframe_addon.worker.errors import IpfsError
 
 TIMEOUT = 10
 UNKNOWN_CID = "QmZYM2fbUWFWcj9chEqHbCDx6Vo7jacNoZxPRCUvz1ca8e"  # sha256 of b"veriframe: never added"

@@ -19,13 +19,13 @@ from fastapi import FastAPI, Request, Response
 
 from devnet.ipfs_node import BlockStore, create_rpc_app
 from devnet.process import Devnet, free_port, running_devnet
-from veriframe_addon.worker.cid import cid_of_bytes, cid_of_file
 from veriframe_addon.worker.config import load_config
 from veriframe_addon.worker.errors import ConfigError, ContentMismatch, IpfsCredentialsRefused, IpfsError
-from veriframe_addon.worker.ipfs import IpfsClient, client_from_config, gateway_url
-from veriframe_addon.worker.pinning import PinataUploader
-from veriframe_addon.worker.retry import RetryPolicy
-from veriframe_addon.worker.setup_check import run_checks
+from veriframe_addon.worker.ipfs.cid import cid_of_bytes, cid_of_file
+from veriframe_addon.worker.ipfs.client import IpfsClient, client_from_config, gateway_url
+from veriframe_addon.worker.ipfs.pinning import PinataUploader
+from veriframe_addon.worker.net.retry import RetryPolicy
+from veriframe_addon.worker.ops.setup_check import run_checks
 
 from .conftest import WorkerRun, run_worker, worker_env
 from .pinata_standin import PinataStandin, pinata_standin

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from devnet.process import Devnet
-from veriframe_addon.worker.cleanup import remove_old_job_folders
 from veriframe_addon.worker.config import load_config
 from veriframe_addon.worker.errors import ConfigError
-from veriframe_addon.worker.job_state import JobState
 from veriframe_addon.worker.loop import Worker
+from veriframe_addon.worker.state.cleanup import remove_old_job_folders
+from veriframe_addon.worker.state.job_records import JobState
 
 from .conftest import run_worker, run_worker_until, worker_env
 

@@ -21,15 +21,15 @@ import pytest
 from fastapi import FastAPI, Response
 from fastapi.responses import StreamingResponse
 
-from veriframe_addon.worker.asset import describe, prepare_blend
-from veriframe_addon.worker.cid import cid_of_bytes
 from veriframe_addon.worker.config import load_config
 from veriframe_addon.worker.errors import AssetError, AssetTooLarge, ConfigError, JobSettingsError
-from veriframe_addon.worker.ipfs import IpfsClient
-from veriframe_addon.worker.job_settings import parse_render_settings
+from veriframe_addon.worker.ipfs.cid import cid_of_bytes
+from veriframe_addon.worker.ipfs.client import IpfsClient
 from veriframe_addon.worker.limits import MIB, RenderLimits
-from veriframe_addon.worker.render import CHILD_SCRIPT
-from veriframe_addon.worker.sandbox import Sandbox, choose_sandbox, runtime_paths
+from veriframe_addon.worker.render.renderer import CHILD_SCRIPT
+from veriframe_addon.worker.render.sandbox import Sandbox, choose_sandbox, runtime_paths
+from veriframe_addon.worker.scene.job_settings import parse_render_settings
+from veriframe_addon.worker.scene.unpack import describe, prepare_blend
 
 from .servers import serve_app
 
@@ -299,7 +299,7 @@ def test_windows_and_macos_say_the_scene_check_is_the_only_wall(
     auto renders unsandboxed and says what still guards the node; the setup check passes (nothing to
     install) with that sentence; RENDER_SANDBOX=bwrap refuses to start.
     """
-    from veriframe_addon.worker import setup_check
+    from veriframe_addon.worker.ops import setup_check
 
     monkeypatch.setattr(sys, "platform", platform)
     blender = _failing_blender(tmp_path)

@@ -19,11 +19,11 @@ import pytest
 import requests
 
 from devnet.process import ROOT, Devnet
-from veriframe_addon.worker.loop import WorkerStatus
-from veriframe_addon.worker.metrics import METRICS, Counter, Gauge, Histogram, WorkerMetrics, exposition
-from veriframe_addon.worker.retry import RetryPolicy
-from veriframe_addon.worker.status_server import StatusServer, WorkerMonitor
-from veriframe_addon.worker.transport import JsonTransport
+from veriframe_addon.worker.net.retry import RetryPolicy
+from veriframe_addon.worker.net.transport import JsonTransport
+from veriframe_addon.worker.observe.metrics import METRICS, WorkerMetrics
+from veriframe_addon.worker.ops.status_server import StatusServer, WorkerMonitor
+from veriframe_addon.worker.status import WorkerStatus
 
 from .conftest import worker_env
 
@@ -82,36 +82,48 @@ def value(samples: dict[tuple[str, frozenset], float], name: str, **labels: str)
 
 
 def test_exposition_is_valid_prometheus_text() -> None:
-    counter = Counter("demo_total", "A counter.\nWith a second line.", ["what"])
-    counter.inc(what='quote " and \\ backslash\nnewline')
-    counter.inc(2.5, what="plain")
-    gauge = Gauge("demo_gauge", "A gauge.")
-    gauge.set(-3)
-    histogram = Histogram("demo_seconds", "A histogram.", ["stage"], buckets=(0.5, 1, 10))
+    """What ``prometheus_client`` writes for our metrics parses strictly, with cumulative buckets."""
+    metrics = WorkerMetrics()
+    metrics.jobs_failed.labels(reason="render_error").inc()
+    metrics.bytes_uploaded.inc(2.5)
     for seconds in (0.2, 0.7, 5, 50):
-        histogram.observe(seconds, stage="render")
-    text = exposition([counter, gauge, histogram])
-
-    samples = parse_exposition(text)
-    assert "# HELP demo_total A counter.\\nWith a second line.\n# TYPE demo_total counter\n" in text
-    assert 'demo_total{what="quote \\" and \\\\ backslash\\nnewline"} 1\n' in text
-    assert value(samples, "demo_total", what="plain") == 2.5
-    assert value(samples, "demo_gauge") == -3
+        metrics.stage_seconds.labels(stage="render").observe(seconds)
+    samples = parse_exposition(metrics.exposition())
+    assert value(samples, "veriframe_jobs_failed_total", reason="render_error") == 1
+    assert value(samples, "veriframe_bytes_uploaded_total") == 2.5
     buckets = [
-        value(samples, "demo_seconds_bucket", stage="render", le=le) for le in ("0.5", "1", "10", "+Inf")
+        value(samples, "veriframe_stage_seconds_bucket", stage="render", le=le)
+        for le in ("0.25", "1.0", "10.0", "60.0", "+Inf")
     ]
-    assert buckets == [1, 2, 3, 4]
-    assert value(samples, "demo_seconds_sum", stage="render") == pytest.approx(55.9)
-    assert value(samples, "demo_seconds_count", stage="render") == 4
+    assert buckets == [1, 2, 3, 4, 4]
+    assert value(samples, "veriframe_stage_seconds_sum", stage="render") == pytest.approx(55.9)
+    assert metrics.value("veriframe_stage_seconds_count", stage="render") == 4
     with pytest.raises(ValueError):
-        counter.inc(-1, what="plain")
+        metrics.bytes_uploaded.inc(-1)  # a counter never goes down
     with pytest.raises(ValueError):
-        counter.inc(stage="wrong label")
+        metrics.retries.labels(stage="wrong label")
+
+
+def test_metrics_survive_an_add_on_reload() -> None:
+    """Each set of metrics has its own registry: re-importing the module (Blender's add-on reload) or a
+    second set never raises duplicate-series errors, and neither sees the other's counts. In a child
+    Python, so this test's reload cannot split the metrics the other tests read."""
+    probe = (
+        "import importlib\n"
+        "import veriframe_addon.worker.observe.metrics as m\n"
+        "first = m.WorkerMetrics(); first.jobs_completed.inc()\n"
+        "second = importlib.reload(m).WorkerMetrics()\n"
+        "name = 'veriframe_jobs_completed_total'\n"
+        "print(first.value(name), second.value(name))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1.0", "0.0"]
 
 
 def test_the_worker_metrics_exist_from_the_start_at_zero() -> None:
     """Every reason, retry kind and stage is there before it first happens, so rate() and alerts work."""
-    samples = parse_exposition(exposition(WorkerMetrics().all()))
+    samples = parse_exposition(WorkerMetrics().exposition())
     for reason in ("scene_rejected", "render_error", "asset_error", "ipfs", "backend_refused", "other"):
         assert value(samples, "veriframe_jobs_failed_total", reason=reason) == 0
     for stage in ("download", "render", "upload", "report"):
@@ -152,10 +164,10 @@ def flaky_backend() -> Iterator[str]:
 
 def test_retries_are_counted_by_kind(flaky_backend: str) -> None:
     _FlakyBackend.answers = [503, 502]
-    before = METRICS.retries.value(what="backend")
+    before = METRICS.value("veriframe_retries_total", what="backend")
     transport = JsonTransport(flaky_backend, policy=RetryPolicy(attempts=5, base_delay=0.01))
     assert transport.request("GET", "/jobs/available") == {"ok": True}
-    assert METRICS.retries.value(what="backend") == before + 2
+    assert METRICS.value("veriframe_retries_total", what="backend") == before + 2
 
 
 # ----------------------------------------------------------------------------------- /health, offline

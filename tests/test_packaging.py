@@ -258,10 +258,10 @@ public = private_to_stark_key(key)
 assert verify_message_signature(challenge, [r, s], public)
 assert not verify_message_signature(challenge + 1, [r, s], public)
 
-from veriframe_addon.worker.auth import StarkSigner
+from veriframe_addon.worker.backend.auth import StarkSigner
 assert StarkSigner(key).sign(hex(challenge)) == [hex(r), hex(s)]
 
-from veriframe_addon.worker.cid import CidVerifier
+from veriframe_addon.worker.ipfs.cid import CidVerifier
 from veriframe_addon.worker.errors import ContentMismatch
 stream = b"".join(hashlib.sha256(f"veriframe:{i}".encode()).digest() for i in range(262145 // 32 + 1))
 for cid, data in [
@@ -359,7 +359,7 @@ import crypto_cpp_py
 key, challenge, out = int(sys.argv[-3], 16), int(sys.argv[-2], 16), sys.argv[-1]
 r, s = message_signature(challenge, key)
 assert verify_message_signature(challenge, [r, s], private_to_stark_key(key))
-cid = importlib.import_module("bl_ext.user_default.veriframe_addon.worker.cid")
+cid = importlib.import_module("bl_ext.user_default.veriframe_addon.worker.ipfs.cid")
 verifier = cid.CidVerifier("QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o")
 verifier.update(b"hello world\n")
 with open(out, "w") as stream:

@@ -18,7 +18,8 @@ def test_ruff_check_and_format_are_clean() -> None:
 def test_worker_core_runs_without_bpy() -> None:
     """Importing the whole worker core (and the headless entry) must not load Blender."""
     probe = (
-        "import sys, veriframe_addon.__main__, veriframe_addon.worker.loop, veriframe_addon.worker.ipfs\n"
+        "import sys, veriframe_addon.__main__, veriframe_addon.worker.loop\n"
+        "import veriframe_addon.worker.ipfs.client\n"
         "assert 'bpy' not in sys.modules, 'bpy was imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)

@@ -19,9 +19,9 @@ import pytest
 
 from devnet.process import ROOT, Devnet
 from veriframe_addon.worker.errors import RenderCancelled, RenderError, RenderTimeout, SceneRejected
-from veriframe_addon.worker.job_settings import RenderSettings
 from veriframe_addon.worker.limits import RenderLimits
-from veriframe_addon.worker.render import BlenderRenderer, find_blender
+from veriframe_addon.worker.render.renderer import BlenderRenderer, find_blender
+from veriframe_addon.worker.scene.job_settings import RenderSettings
 
 from .conftest import run_worker, worker_env
 from .processes import pids_with, render_children

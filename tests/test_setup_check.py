@@ -8,7 +8,7 @@ import pytest
 
 from devnet.process import Devnet, free_port
 from veriframe_addon.worker.config import load_config
-from veriframe_addon.worker.setup_check import run_checks
+from veriframe_addon.worker.ops.setup_check import run_checks
 
 from .conftest import worker_env
 from .servers import serve_app

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from veriframe_addon.worker.api import FELT_STRING_LIMIT, Job, split_cid
-from veriframe_addon.worker.asset import extract_tar, extract_zip, find_blend, prepare_blend
+from veriframe_addon.worker.backend.api import FELT_STRING_LIMIT, Job, split_cid
 from veriframe_addon.worker.config import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_RENDER_TIMEOUT,
@@ -30,10 +29,8 @@ from veriframe_addon.worker.errors import (
     JobSettingsError,
     RenderError,
 )
-from veriframe_addon.worker.job_settings import MAX_FRAME, MAX_SAMPLES, RenderSettings, parse_render_settings
-from veriframe_addon.worker.journal import JobJournal
-from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
-from veriframe_addon.worker.render import (
+from veriframe_addon.worker.ipfs.multiaddr import api_url_from_multiaddr
+from veriframe_addon.worker.render.renderer import (
     CHILD_SCRIPT,
     ENV_ALLOWLIST,
     ENV_PREFIX_ALLOWLIST,
@@ -41,6 +38,14 @@ from veriframe_addon.worker.render import (
     child_environment,
     png_size,
 )
+from veriframe_addon.worker.scene.job_settings import (
+    MAX_FRAME,
+    MAX_SAMPLES,
+    RenderSettings,
+    parse_render_settings,
+)
+from veriframe_addon.worker.scene.unpack import extract_tar, extract_zip, find_blend, prepare_blend
+from veriframe_addon.worker.state.journal import JobJournal
 
 PRIVATE_KEY_HEX = "0x2bbf4f9fd0bbb2e60b0316c1fe0b76cf7a4d0198bd493ced9b8df2a3a24d68a"
 ADDRESS_SHORT = "0x64b48806902a367c8598f4f95c305e8c1a1acba5f082d294a43793113115691"

@@ -20,10 +20,8 @@ from pathlib import Path
 import requests
 
 from devnet.process import ROOT, Devnet
-from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 
-from .conftest import run_worker, worker_env
-from .fault_proxy import FaultPolicy, FaultProxy
+from .conftest import faults_injected, faulty_network, run_worker, worker_env
 
 log = logging.getLogger("tests.load")
 DONE = "✓ Successfully completed job "
@@ -96,29 +94,19 @@ def test_twenty_jobs_through_thirty_percent_faults_all_complete_once(
     """Drops, delays, 500/503 (with Retry-After) and cut responses on 30 % of backend and IPFS calls."""
     warm_up(devnet, sample_blend, shader_cache, tmp_path)
     ids = submit(devnet, sample_blend, 20)
-    policy = FaultPolicy(rate=0.3, seed=7)
-    backend = devnet.backend_url.removesuffix("/api/v1")
-    api = api_url_from_multiaddr(devnet.env["IPFS_API"])
-    gateway = devnet.env["IPFS_GATEWAY"].removesuffix("/ipfs")
-    with (
-        FaultProxy(backend, policy) as backend_proxy,
-        FaultProxy(api, FaultPolicy(rate=0.3, seed=8)) as api_proxy,
-        FaultProxy(gateway, FaultPolicy(rate=0.3, seed=9)) as gateway_proxy,
-    ):
+    with faulty_network(devnet, rate=0.3, seed=7) as (routes, proxies):
         flaky = worker_env(
             devnet,
             tmp_path / "worker",
-            BACKEND_API_URL=f"{backend_proxy.url}/api/v1",
-            IPFS_API=api_proxy.url,
-            IPFS_GATEWAY=f"{gateway_proxy.url}/ipfs",
+            **routes,
             VERIFRAME_SHADER_CACHE=str(shader_cache),
             POLL_INTERVAL="0.5",
             ASSET_CACHE_MB="0",  # every job fetches its scene through the faulty network
         )
         outputs, wall = run_workers_until_done(devnet, [flaky], ids, timeout=900)
         injected = {
-            name: sum(v for k, v in proxy.counts.items() if k != "forwarded")
-            for name, proxy in (("backend", backend_proxy), ("api", api_proxy), ("gateway", gateway_proxy))
+            name: faults_injected(proxy)
+            for name, proxy in zip(("backend", "api", "gateway"), proxies, strict=True)
         }
     assert_each_job_once(devnet, ids, outputs)
     journal = json.loads((tmp_path / "worker" / "completed_jobs.json").read_text())

@@ -11,13 +11,13 @@ import requests
 from fastapi import FastAPI, Response
 
 from devnet.process import Devnet, free_port, running_devnet
-from veriframe_addon.worker.auth import AuthSession, StarkSigner
+from veriframe_addon.worker.backend.auth import AuthSession, StarkSigner
 from veriframe_addon.worker.config import load_config
 from veriframe_addon.worker.errors import BackendError
-from veriframe_addon.worker.job_settings import RenderSettings
 from veriframe_addon.worker.loop import Worker
-from veriframe_addon.worker.retry import RetryPolicy
-from veriframe_addon.worker.transport import JsonTransport
+from veriframe_addon.worker.net.retry import RetryPolicy
+from veriframe_addon.worker.net.transport import JsonTransport
+from veriframe_addon.worker.scene.job_settings import RenderSettings
 
 from .conftest import run_worker, start_worker, worker_env
 from .servers import serve_app
@@ -156,7 +156,7 @@ def test_uploaded_result_survives_a_crash_before_it_was_reported(devnet: Devnet,
 
     restarted = Worker(load_config(environ=env))  # same wallet, same data folder
     restarted.start()
-    restarted.report_pending_results()
+    restarted.books.report_pending_results()
     job = _job(devnet, job_id)
     assert job["status"] == "completed" and job["full_result_cid"] == cid
     assert restarted.journal.completed == [job_id] and restarted.journal.pending_results == {}

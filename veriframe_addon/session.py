@@ -18,8 +18,8 @@ from pathlib import Path
 
 from .worker.config import WorkerConfig, load_config
 from .worker.errors import ConfigError
+from .worker.ops.setup_check import CheckResult, run_checks
 from .worker.runner import BackgroundWorker
-from .worker.setup_check import CheckResult, run_checks
 
 KEY_SOURCES = ("ENV", "FILE", "SESSION")
 KEY_FILE_NAME = "worker_private_key"

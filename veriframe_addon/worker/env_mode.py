@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
-from .logs import FORMATS, LEVELS
 
 Getter = Callable[[str], str | None]
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # LOG_LEVEL
+FORMATS = ("text", "json")  # LOG_FORMAT
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from .config import WorkerConfig
 from .errors import WorkerError
-from .logs import Redactor, SecretFilter, config_file_handler, secret_values
-from .loop import Worker, WorkerStatus
+from .loop import Worker
+from .observe.logs import Redactor, SecretFilter, config_file_handler, secret_values
+from .status import WorkerStatus
 
 log = logging.getLogger("veriframe.worker")
 

@@ -17,10 +17,17 @@ from pathlib import Path
 from typing import TypeVar
 
 from .config import WorkerConfig, load_config
+from .env_mode import LEVELS
 from .errors import AuthError, ConfigError, IpfsCredentialsRefused, RenderError
-from .logs import LEVELS, Redactor, configure_from_config, configure_logging, early_format, secret_values
 from .loop import Worker
-from .status_server import StatusServer, WorkerMonitor
+from .observe.logs import (
+    Redactor,
+    configure_from_config,
+    configure_logging,
+    early_format,
+    secret_values,
+)
+from .ops.status_server import StatusServer, WorkerMonitor
 
 log = logging.getLogger("veriframe.worker")
 

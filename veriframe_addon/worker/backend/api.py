@@ -12,9 +12,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import BackendError
+from ..net.transport import JsonTransport
 from .auth import AuthSession
-from .errors import BackendError
-from .transport import JsonTransport
 
 log = logging.getLogger("veriframe.worker")
 

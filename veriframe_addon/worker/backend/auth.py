@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import AuthError, BackendError
-from .transport import JsonTransport
+from ..errors import AuthError, BackendError
+from ..net.transport import JsonTransport
 
 log = logging.getLogger("veriframe.worker")
 

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InvalidCid
 from .cid import parse_cid
-from .errors import InvalidCid
 
 log = logging.getLogger("veriframe.worker")
 

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from multiformats import CID, multihash, varint
 
-from .errors import ContentMismatch, InvalidCid, IpfsError
+from ..errors import ContentMismatch, InvalidCid, IpfsError
 
 __all__ = [
     "CHUNK_SIZE",

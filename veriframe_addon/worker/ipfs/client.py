@@ -20,12 +20,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from ..config import WorkerConfig
+from ..errors import AssetTooLarge, ContentMismatch, IpfsCredentialsRefused, IpfsError
+from ..net.retry import RetryPolicy, send_with_retries
+from ..net.transport import USER_AGENT
 from .cid import CidVerifier, parse_cid
-from .config import WorkerConfig
-from .errors import AssetTooLarge, ContentMismatch, IpfsCredentialsRefused, IpfsError
 from .pinning import REFUSED, KuboUploader, PinataUploader, Uploader, api_refused
-from .retry import RetryPolicy, send_with_retries
-from .transport import USER_AGENT
 
 log = logging.getLogger("veriframe.worker")
 

@@ -18,9 +18,9 @@ from typing import Protocol
 
 import requests
 
+from ..errors import ContentMismatch, IpfsCredentialsRefused, IpfsError
+from ..net.retry import RetryPolicy, send_with_retries
 from .cid import cid_of_file
-from .errors import ContentMismatch, IpfsCredentialsRefused, IpfsError
-from .retry import RetryPolicy, send_with_retries
 
 PIECE = 1024 * 1024
 REFUSED = (401, 403)

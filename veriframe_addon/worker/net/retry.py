@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import requests
 
-from .metrics import METRICS
+from ..observe.metrics import METRICS
 
 log = logging.getLogger("veriframe.worker")
 
@@ -109,7 +109,7 @@ def call_with_retries(
         except (*RETRYABLE_ERRORS, _RetryableStatus) as exc:
             if attempt + 1 >= policy.attempts:
                 raise
-            METRICS.retries.inc(what=retry_kind(what))
+            METRICS.retries.labels(what=retry_kind(what)).inc()
             delay = policy.delay(attempt)
             asked = retry_after(exc.response) if isinstance(exc, _RetryableStatus) else None
             if asked is not None:  # the server said when: wait that long (bounded), not less

@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from .errors import BackendError
+from ..errors import BackendError
 from .retry import RetryPolicy, send_with_retries
 
 USER_AGENT = "VeriFrame-Worker/0.1 (+blender-extension)"

@@ -20,15 +20,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..env_mode import FORMATS
 from . import telemetry
 
 if TYPE_CHECKING:
-    from .config import WorkerConfig
+    from ..config import WorkerConfig
 
 FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
 FILE_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"  # a file outlives the day; the terminal's time-only stamp does not
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-FORMATS = ("text", "json")
 # Settings whose values must never appear in a log, whatever code tries to write them.
 SECRET_VARIABLES = ("WORKER_PRIVATE_KEY", "IPFS_API_AUTH", "PINATA_JWT")
 MIN_SECRET_LENGTH = 6  # shorter "secrets" (a test's 0x1234) would mask half the hex in a log

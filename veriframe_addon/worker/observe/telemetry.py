@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from .errors import AssetError, BackendError, IpfsError, JobSettingsError, RenderError, SceneRejected
+from ..errors import AssetError, BackendError, IpfsError, JobSettingsError, RenderError, SceneRejected
 from .metrics import METRICS, WorkerMetrics
 
 log = logging.getLogger("veriframe.worker")
@@ -61,7 +61,7 @@ def stage(job_id: str, name: str, metrics: WorkerMetrics = METRICS) -> Iterator[
         seconds = time.monotonic() - started
         extra = {"job_id": job_id, "stage": name, "duration": round(seconds, 3)}
         if returned and run.finished:
-            metrics.stage_seconds.observe(seconds, stage=name)
+            metrics.stage_seconds.labels(stage=name).observe(seconds)
             log.info("[Worker] Stage %s of job %s took %.2f s", name, job_id, seconds, extra=extra)
         else:
             log.info("[Worker] Stage %s of job %s stopped after %.2f s", name, job_id, seconds, extra=extra)

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from .config import WorkerConfig, load_config
-from .errors import ConfigError
-from .logs import Redactor, configure_logging, early_format, secret_values
-from .service import EXIT_CONFIG, EXIT_OK, env_file_or_default
+from ..config import WorkerConfig, load_config
+from ..errors import ConfigError
+from ..observe.logs import Redactor, configure_logging, early_format, secret_values
+from ..service import EXIT_CONFIG, EXIT_OK, env_file_or_default
 from .setup_check import CheckResult, run_checks
 
 EXIT_PROBLEMS = 5

@@ -20,16 +20,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from .api import BackendClient
-from .auth import AuthSession, StarkSigner
-from .cid import cid_of_bytes
-from .config import WorkerConfig
-from .errors import IpfsError, WorkerError
-from .ipfs import IpfsClient, client_from_config, shown_url
-from .render import CHILD_SCRIPT, blender_version, find_blender
-from .retry import RetryPolicy
-from .sandbox import choose_sandbox, platform_has_sandbox
-from .transport import JsonTransport
+from ..backend.api import BackendClient
+from ..backend.auth import AuthSession, StarkSigner
+from ..config import WorkerConfig
+from ..errors import IpfsError, WorkerError
+from ..ipfs.cid import cid_of_bytes
+from ..ipfs.client import IpfsClient, client_from_config, shown_url
+from ..net.retry import RetryPolicy
+from ..net.transport import JsonTransport
+from ..render.renderer import CHILD_SCRIPT, blender_version, find_blender
+from ..render.sandbox import choose_sandbox, platform_has_sandbox
 
 log = logging.getLogger("veriframe.worker")
 

@@ -14,13 +14,19 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
-from .loop import Worker, WorkerStatus
-from .metrics import CONTENT_TYPE, METRICS, Gauge, Metric, WorkerMetrics, exposition
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from ..errors import ConfigError
+from ..loop import Worker
+from ..observe.metrics import CONTENT_TYPE, METRICS, WorkerMetrics
+from ..status import WorkerStatus
 
 log = logging.getLogger("veriframe.worker")
 
@@ -47,7 +53,7 @@ TRANSFER_DONE = (("downloading", "rendering"), ("uploading", "reporting"))
 
 def addon_version() -> str:
     try:
-        from .. import bl_info  # the package above the worker core: always loaded before it
+        from ... import bl_info  # the package above the worker core: always loaded before it
 
         return ".".join(str(part) for part in bl_info["version"])
     except (ImportError, KeyError, TypeError):
@@ -73,13 +79,15 @@ class WorkerMonitor:
         self.metrics = metrics
         self.version = addon_version()
         self.running = False
-        self._started_wall = time.time()
+        self.started_wall = time.time()
         self._started = time.monotonic()
         self._lock = threading.Lock()
         self._status = WorkerStatus()
         self._signed_in: Callable[[], bool] = lambda: False
         self._backend = (True, "not contacted yet")
         self._ipfs = (True, "not used yet")
+        self._live = CollectorRegistry()  # this monitor's own: a second monitor never clashes with it
+        self._live.register(LiveGauges(self))
 
     def watch(self, worker: Worker) -> None:
         self._signed_in = lambda: worker.auth.signed_in
@@ -141,38 +149,54 @@ class WorkerMonitor:
         }
         return json.loads(self.redact(json.dumps(document)))
 
-    def live_metrics(self) -> list[Metric]:
-        """Gauges of the worker's state at this moment, built per scrape from the latest snapshot."""
-        health = self.health()
-        up = Gauge("veriframe_worker_up", "1 while the worker loop runs.")
-        up.set(1 if self.running else 0)
-        started = Gauge("veriframe_worker_start_time_seconds", "When this worker started (Unix time).")
-        started.set(self._started_wall)
-        state = Gauge(
-            "veriframe_worker_state", "1 for the state the worker is in, 0 for the others.", ["state"]
+    def metrics_text(self) -> str:
+        """The ``/metrics`` scrape: the worker's counters, then gauges of its state at this moment."""
+        return self.metrics.exposition() + generate_latest(self._live).decode("utf-8")
+
+
+class LiveGauges(Collector):
+    """Gauges built per scrape from the monitor's latest snapshot (``prometheus_client`` collects them)."""
+
+    def __init__(self, monitor: WorkerMonitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        monitor = self.monitor
+        health = monitor.health()
+        backend, ipfs, current = health["backend"], health["ipfs"], health["current_job"]
+        assert isinstance(backend, dict) and isinstance(ipfs, dict)
+        yield _gauge("veriframe_worker_up", "1 while the worker loop runs.", int(monitor.running))
+        yield _gauge(
+            "veriframe_worker_start_time_seconds",
+            "When this worker started (Unix time).",
+            monitor.started_wall,
+        )
+        state = GaugeMetricFamily(
+            "veriframe_worker_state", "1 for the state the worker is in, 0 for the others.", labels=["state"]
         )
         for name in STATES:
-            state.set(1 if name == health["state"] else 0, state=name)
-        job = Gauge(
+            state.add_metric([name], 1 if name == health["state"] else 0)
+        yield state
+        job = GaugeMetricFamily(
             "veriframe_current_job_info",
             "1 for the job in hand, labelled by id and stage.",
-            ["job_id", "stage"],
+            labels=["job_id", "stage"],
         )
-        progress = Gauge("veriframe_current_job_progress", "Progress of the current stage, 0 to 1.")
-        current = health["current_job"]
         if isinstance(current, dict):
-            job.set(1, job_id=current["id"], stage=current["stage"] or "")
-            progress.set(current["progress"] or 0)
-        with self._lock:
-            backend_ok, ipfs_ok = self._backend[0], self._ipfs[0]
-        backend_up = Gauge("veriframe_backend_up", "1 unless the last contact with the backend failed.")
-        backend_up.set(1 if backend_ok else 0)
-        ipfs_up = Gauge("veriframe_ipfs_up", "1 unless the last IPFS transfer failed.")
-        ipfs_up.set(1 if ipfs_ok else 0)
-        return [up, started, state, job, progress, backend_up, ipfs_up]
+            job.add_metric([str(current["id"]), current["stage"] or ""], 1)
+        yield job
+        progress = current["progress"] if isinstance(current, dict) else None
+        yield _gauge(
+            "veriframe_current_job_progress", "Progress of the current stage, 0 to 1.", progress or 0
+        )
+        yield _gauge(
+            "veriframe_backend_up", "1 unless the last contact with the backend failed.", int(backend["ok"])
+        )
+        yield _gauge("veriframe_ipfs_up", "1 unless the last IPFS transfer failed.", int(ipfs["ok"]))
 
-    def metrics_text(self) -> str:
-        return exposition([*self.metrics.all(), *self.live_metrics()])
+
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_text, value=value)
 
 
 class _Server(ThreadingHTTPServer):

@@ -25,14 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, RenderCancelled, RenderError, RenderTimeout, SceneRejected
-from .job_settings import RenderSettings
-from .limits import RenderLimits
+from ..errors import ConfigError, RenderCancelled, RenderError, RenderTimeout, SceneRejected
+from ..limits import RenderLimits
+from ..scene.job_settings import RenderSettings
 from .sandbox import Sandbox
 
 log = logging.getLogger("veriframe.worker")
 
-CHILD_SCRIPT = Path(__file__).resolve().parent.parent / "render_child.py"
+CHILD_SCRIPT = Path(__file__).resolve().parents[2] / "render_child.py"
 # Only these reach the child: enough for Blender and the GPU stack, never the worker's secrets.
 ENV_ALLOWLIST = (
     "PATH",

@@ -13,8 +13,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import JobSettingsError
-from .limits import DEFAULT_MAX_SAMPLES
+from ..errors import JobSettingsError
+from ..limits import DEFAULT_MAX_SAMPLES
 
 # Names a creator may use, mapped to the engine family; the render child picks the identifier its
 # Blender version knows (BLENDER_EEVEE_NEXT on 4.2-4.5, BLENDER_EEVEE on 5.0+).

@@ -16,8 +16,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from .errors import AssetError
-from .limits import DEFAULT_MAX_UNPACKED_MB, EXPANSION_FLOOR, MAX_EXPANSION_RATIO, MIB
+from ..errors import AssetError
+from ..limits import DEFAULT_MAX_UNPACKED_MB, EXPANSION_FLOOR, MAX_EXPANSION_RATIO, MIB
 
 log = logging.getLogger("veriframe.worker")
 

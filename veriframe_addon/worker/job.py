@@ -1,0 +1,201 @@
+"""One claimed job's journey: fetch its scene by CID, render it in the contained Blender, upload the image,
+report the result CID.
+
+``JobFlow.process`` is that journey, top to bottom; each stage is a method below it. Records, setbacks
+and delivery are the bookkeeper's (``bookkeeping.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .backend.api import Job
+from .bookkeeping import Bookkeeper, render_record
+from .config import WorkerConfig
+from .errors import AssetTooLarge, RenderError, WorkerError
+from .ipfs.asset_cache import AssetCache
+from .ipfs.client import IpfsClient
+from .limits import MIB
+from .observe import telemetry
+from .observe.metrics import METRICS
+from .render.renderer import BlenderRenderer, RenderResult, png_size
+from .scene.job_settings import RenderSettings
+from .scene.unpack import prepare_blend
+from .state.job_records import JobState
+from .status import StatusBoard
+
+log = logging.getLogger("veriframe.worker")
+
+MISSING_FILES_LOGGED = 20  # one line each; a scene missing more gets a count after these
+
+
+class JobFlow:
+    """Runs claimed jobs through their stages, one at a time."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        ipfs: IpfsClient,
+        assets: AssetCache,
+        renderer: BlenderRenderer,
+        books: Bookkeeper,
+        board: StatusBoard,
+        stop: threading.Event,
+    ) -> None:
+        self.config = config
+        self.ipfs = ipfs
+        self.assets = assets
+        self.renderer = renderer
+        self.books = books
+        self.board = board
+        self.stop = stop
+
+    def process(self, job: Job, settings: RenderSettings, state: JobState | None = None) -> bool:
+        """Runs a claimed job to completion, from ``state`` when resuming; True when the backend accepted
+        the result. Each finished stage is recorded before the next begins."""
+        state = state or self.books.begin(job, settings)
+        try:
+            if not state.reached("downloaded"):
+                state = self.books.advance(state, "downloaded", blend=str(self.fetch(job)))
+            if not state.reached("rendered"):
+                render = self.render(job, settings, Path(str(state.blend)))
+                state = self.books.advance(state, "rendered", render=render_record(render))
+            if not state.reached("uploaded"):
+                state = self.books.advance(state, "uploaded", result_cid=self.upload(job, state))
+        except WorkerError as exc:
+            return self.books.setback(job, state, exc)
+        return self.books.deliver(job, state)
+
+    # -- the stages ----------------------------------------------------------------------------------
+    def fetch(self, job: Job) -> Path:
+        """Puts the verified asset into a fresh job folder (from the cache or IPFS); returns the scene."""
+        job_dir = self.config.jobs_dir / job.id
+        with telemetry.stage(job.id, "download"):
+            if job_dir.exists():
+                shutil.rmtree(job_dir)
+            job_dir.mkdir(parents=True)
+            self.board.publish(state="downloading", progress=0.0)
+            if not self._from_cache(job, job_dir / "asset"):
+                self._download(job, job_dir / "asset")
+            blend = prepare_blend(job_dir / "asset", job_dir / "scene", self.config.limits.max_unpacked_bytes)
+            log.info("[Worker] Found blend file: %s", blend)
+        return blend
+
+    def render(self, job: Job, settings: RenderSettings, blend: Path) -> RenderResult:
+        """Renders ``blend`` in the contained Blender; the image lands in the job folder."""
+        with telemetry.stage(job.id, "render"):
+            if not blend.is_file():
+                raise RenderError(f"the scene {blend} of a resumed job is gone; it cannot be rendered")
+            log.info(
+                "[Worker] Validating and rendering %s (%s, frame %d, %s)",
+                blend.name,
+                settings.engine,
+                settings.frame,
+                "sandboxed" if self.renderer.sandboxed else "NOT sandboxed",
+            )
+            self.board.publish(state="rendering", progress=0.0)
+            job_dir = self.config.jobs_dir / job.id
+            progress = self._progress_log(job.id)
+            result = self.renderer.render(blend, job_dir, settings, progress=progress, cancel=self.stop)
+            log_missing_files(job.id, result.missing_files)
+            log.info(
+                "[Worker] Render successful: %s (%dx%d, %s, %.1fs)",
+                result.output,
+                result.width,
+                result.height,
+                result.engine,
+                result.seconds,
+            )
+        return result
+
+    def upload(self, job: Job, state: JobState) -> str:
+        """Uploads the rendered image; its CID goes into the journal before this returns."""
+        output = Path(str((state.render or {})["output"]))
+        png_size(output)  # a resumed render must still be there, and a PNG
+        with telemetry.stage(job.id, "upload"):
+            self.board.publish(state="uploading", progress=None)
+            log.info("[Worker] Uploading render result to IPFS: %s", output)
+            result_cid = self.ipfs.upload(output)
+            log.info("[Worker] Upload successful. CID: %s", result_cid)
+        METRICS.bytes_uploaded.inc(output.stat().st_size)
+        self.books.journal.record_result(job.id, result_cid)
+        self.board.publish(last_render=output, last_result_cid=result_cid)
+        return result_cid
+
+    # -- helpers of the stages -----------------------------------------------------------------------
+    def _from_cache(self, job: Job, dest: Path) -> bool:
+        cached = self.assets.copy_to(job.asset_cid, dest)
+        if cached is None:
+            return False
+        cap = self.config.limits.max_asset_bytes
+        if cached.size > cap:  # kept under an earlier, higher MAX_ASSET_MB
+            raise AssetTooLarge(
+                f"the asset {job.asset_cid} is larger than {cap / MIB:.0f} MB (the cache holds "
+                f"{cached.size / MIB:.1f} MB; the cap is MAX_ASSET_MB)"
+            )
+        log.info(
+            "[Worker] Asset CID %s is in the local cache (%d bytes, verified when first downloaded)",
+            job.asset_cid,
+            cached.size,
+        )
+        METRICS.asset_cache_hits.inc()
+        return True
+
+    def _download(self, job: Job, dest: Path) -> None:
+        log.info("[Worker] Downloading asset CID: %s", job.asset_cid)
+        started = time.monotonic()
+
+        def on_bytes(done: int, total: int | None) -> None:
+            self.board.publish(progress=done / total if total else None)
+
+        download = self.ipfs.download(job.asset_cid, dest, on_bytes)
+        seconds = max(time.monotonic() - started, 1e-6)
+        log.info(
+            "[Worker] Downloaded and verified %d bytes from the %s (%.1f MB/s)",
+            download.size,
+            download.source,
+            download.size / seconds / 1e6,
+        )
+        METRICS.bytes_downloaded.inc(download.size)
+        self.assets.add(job.asset_cid, dest)  # before unpacking: the cache keeps the verified bytes
+
+    def _progress_log(self, job_id: str) -> Callable[[float], None]:
+        """Publishes render progress, and logs it at every quarter."""
+        last_logged = [-1]
+
+        def on_progress(fraction: float) -> None:
+            self.board.publish(progress=fraction)
+            step = int(fraction * 4)
+            if step > last_logged[0]:
+                last_logged[0] = step
+                log.info("[Worker] Rendering job %s: %d%%", job_id, round(fraction * 100))
+
+        return on_progress
+
+
+def log_missing_files(job_id: str, missing: tuple[str, ...]) -> None:
+    """One warning per file the scene names that does not exist here; the job record keeps the list.
+
+    Rendering without them is what Blender itself does (a missing texture shows pink): the creator
+    forgot to pack it, or it sits outside the job folder where the sandbox hides it.
+    """
+    for entry in missing[:MISSING_FILES_LOGGED]:
+        log.warning(
+            "[Worker] Job %s: the scene names a file that does not exist here; rendered without it: %s",
+            job_id,
+            entry,
+            extra={"job_id": job_id},
+        )
+    if len(missing) > MISSING_FILES_LOGGED:
+        log.warning(
+            "[Worker] Job %s: and %d more missing files (the job record lists them all)",
+            job_id,
+            len(missing) - MISSING_FILES_LOGGED,
+            extra={"job_id": job_id},
+        )

@@ -1,0 +1,55 @@
+"""What an operator watches: the worker's status as immutable snapshots, and the one board that changes it.
+
+Every part of the job flow reports through ``StatusBoard.publish``; the panel, ``/health`` and the
+headless summary read the snapshots it hands on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """A snapshot; a new one after every change (the panel draws it).
+
+    Frozen, because snapshots cross from the worker thread to Blender's main thread.
+    """
+
+    # stopped, signing-in, polling, idle, waiting (for the backend), claiming, downloading, rendering,
+    # uploading, reporting
+    state: str = "stopped"
+    job_id: str | None = None
+    asset_cid: str | None = None
+    progress: float | None = None
+    completed: int = 0
+    failed: int = 0
+    reward_total: int = 0
+    verified: bool | None = None
+    last_error: str | None = None
+    last_render: Path | None = None
+    last_result_cid: str | None = None
+    sandbox: str | None = None  # how renders are contained, in words (set once Blender is found)
+    blender: str | None = None  # the render Blender's version (set once it is found)
+
+
+class StatusBoard:
+    """Holds the current snapshot and hands each new one to ``on_status`` (a queue, the status server)."""
+
+    def __init__(self, on_status: Callable[[WorkerStatus], None] | None = None) -> None:
+        self.current = WorkerStatus()
+        self._on_status = on_status
+
+    def publish(self, **changes: object) -> None:
+        self.current = dataclasses.replace(self.current, **changes)
+        if self._on_status is not None:
+            self._on_status(self.current)
+
+    def count_completed(self, reward: int) -> None:
+        self.publish(completed=self.current.completed + 1, reward_total=self.current.reward_total + reward)
+
+    def count_failed(self, last_error: str) -> None:
+        self.publish(failed=self.current.failed + 1, last_error=last_error)
