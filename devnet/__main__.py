@@ -101,7 +101,7 @@ def _backend(args: argparse.Namespace) -> str:
 
 
 def _ipfs_api(args: argparse.Namespace) -> str:
-    from veriframe_addon.worker.ipfs.multiaddr import api_url_from_multiaddr
+    from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 
     return api_url_from_multiaddr(args.ipfs_api or os.environ.get("IPFS_API") or "/ip4/127.0.0.1/tcp/5001")
 

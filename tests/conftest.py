@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from devnet.process import ROOT, Devnet, running_devnet
-from veriframe_addon.worker.ipfs.multiaddr import api_url_from_multiaddr
+from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 
 from .fault_proxy import FaultPolicy, FaultProxy
 

@@ -20,7 +20,7 @@ from veriframe_addon.worker.config import load_config
 from veriframe_addon.worker.errors import ConfigError
 from veriframe_addon.worker.ipfs.asset_cache import STALE_PART_SECONDS, AssetCache
 from veriframe_addon.worker.ipfs.cid import cid_of_bytes
-from veriframe_addon.worker.ipfs.multiaddr import api_url_from_multiaddr
+from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 
 from .conftest import run_worker, worker_env
 from .fault_proxy import FaultPolicy, FaultProxy

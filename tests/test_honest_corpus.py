@@ -32,7 +32,7 @@ from buildtools import bpy_matrix
 from devnet.__main__ import add_file, create_job
 from devnet.keys import load_keypair
 from devnet.process import ROOT, Devnet
-from veriframe_addon.worker.ipfs.multiaddr import api_url_from_multiaddr
+from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 
 from .conftest import run_worker, worker_env
 

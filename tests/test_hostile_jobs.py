@@ -25,7 +25,7 @@ from PIL import Image
 
 from devnet.image_check import describe_sample_render
 from devnet.process import ROOT, Devnet
-from veriframe_addon.worker.ipfs.multiaddr import api_url_from_multiaddr
+from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 
 from .conftest import WorkerRun, run_worker_until, worker_env
 from .servers import serve_app

@@ -29,7 +29,7 @@ from veriframe_addon.worker.errors import (
     JobSettingsError,
     RenderError,
 )
-from veriframe_addon.worker.ipfs.multiaddr import api_url_from_multiaddr
+from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 from veriframe_addon.worker.render.renderer import (
     CHILD_SCRIPT,
     ENV_ALLOWLIST,

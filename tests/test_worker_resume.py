@@ -23,7 +23,7 @@ import requests
 from fastapi import FastAPI, Request, Response
 
 from devnet.process import Devnet, running_devnet
-from veriframe_addon.worker.ipfs.multiaddr import api_url_from_multiaddr
+from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 
 from .conftest import run_worker, run_worker_until, start_worker, worker_env
 from .processes import render_children

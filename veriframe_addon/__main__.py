@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .worker.ops.doctor import run_doctor
+from .worker.doctor import run_doctor
 from .worker.service import argument_parser, serve
 
 PROG = "python -m veriframe_addon"

@@ -17,7 +17,7 @@ import bpy
 from .operators import build_config
 from .preferences import PACKAGE
 from .worker.config import WorkerConfig, parse_env_file
-from .worker.ops.doctor import run_doctor
+from .worker.doctor import run_doctor
 from .worker.service import argument_parser, serve
 
 # Arguments that give background Blender a job of its own: the worker must not take over then.

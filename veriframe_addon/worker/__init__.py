@@ -15,11 +15,12 @@ package; the most specific entry that fits a module places it.
 """
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "limits", "ipfs.multiaddr", "observe.metrics"),  # plain facts: errors, caps, parsers, counters
+    ("errors", "limits", "multiaddr"),  # plain facts: errors, caps, the IPFS address parser
     ("env_mode", "config"),  # what the operator set
     ("observe",),  # how the worker reports: logs, per-stage telemetry
     ("net",),  # HTTP with retries, for the backend and IPFS alike
     ("backend", "ipfs", "scene", "render", "state"),  # the stages of a job
     ("status", "bookkeeping", "job", "loop"),  # the job flow
-    ("ops", "service", "runner"),  # the hosts, and the operator's tools around a running worker
+    ("ops",),  # the operator's tools around a running worker: status server, set-up check
+    ("service", "runner", "doctor"),  # the hosts: headless, inside Blender, and the doctor command
 )

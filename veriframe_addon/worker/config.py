@@ -25,8 +25,8 @@ from .env_mode import (
     parse_status_settings,
 )
 from .errors import ConfigError
-from .ipfs.multiaddr import api_url_from_multiaddr
 from .limits import LIMIT_VARIABLES, RenderLimits, default_render_memory_mb
+from .multiaddr import api_url_from_multiaddr
 
 # The Stark curve order: a private key is a non-zero scalar below it.
 STARK_EC_ORDER = 0x800000000000010FFFFFFFFFFFFFFFFB781126DCAE7B2321E66A241ADC64D2F

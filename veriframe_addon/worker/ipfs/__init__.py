@@ -1,5 +1,6 @@
 """Content by CID: computing and verifying CIDs while streaming, downloading from the node and gateways,
-uploading (Kubo or Pinata), the local cache of verified assets, and reading IPFS multiaddrs.
+uploading (Kubo or Pinata), and the local cache of verified assets.
 
-Imports ``net``, ``config`` and ``errors``; ``multiaddr`` imports nothing, so ``config`` may use it.
+Imports ``net``, ``config`` and ``errors`` (``config`` reads the IPFS address with ``multiaddr``, one
+floor down, so nothing here is imported by it).
 """

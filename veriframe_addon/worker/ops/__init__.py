@@ -1,5 +1,6 @@
-"""The operator's tools around a running worker: the loopback status server (``/health``,
-``/metrics``), the set-up check and ``doctor``.
+"""The operator's tools around a running worker: the loopback status server (``/health``, ``/metrics``)
+and the set-up check (behind the panel's Check setup and ``doctor``).
 
-The top layer with the hosts: may import everything below, including the job flow.
+May import everything below, including the job flow; only the hosts (``service``, ``runner``,
+``doctor``) import it.
 """

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from ..config import WorkerConfig, load_config
-from ..errors import ConfigError
-from ..observe.logs import Redactor, configure_logging, early_format, secret_values
-from ..service import EXIT_CONFIG, EXIT_OK, env_file_or_default
-from .setup_check import CheckResult, run_checks
+from .config import WorkerConfig, load_config
+from .errors import ConfigError
+from .observe.logs import Redactor, configure_logging, early_format, secret_values
+from .ops.setup_check import CheckResult, run_checks
+from .service import EXIT_CONFIG, EXIT_OK, env_file_or_default
 
 EXIT_PROBLEMS = 5
 CHECK_PREFIX = "[Check]"  # run_checks logs each result; the report already shows it
