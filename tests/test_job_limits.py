@@ -312,8 +312,8 @@ def test_windows_and_macos_say_the_scene_check_is_the_only_wall(
     )
     with pytest.raises(ConfigError, match=f"is bwrap, but {name} has no OS sandbox"):
         choose_sandbox("bwrap", blender, False, CHILD_SCRIPT, [blender, "--version"])
-    config = load_config(environ=env | {"BLENDER_PATH": blender})
-    assert setup_check._sandbox(config) == said
+    config = load_config(environ=env | {"BLENDER_PATH": sys.executable})  # this Python's bpy: it starts
+    assert setup_check._Blenders(config).sandbox(config) == said
 
 
 @needs_bwrap

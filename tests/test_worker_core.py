@@ -729,7 +729,21 @@ def test_full_settings_are_read_and_unknown_keys_ignored() -> None:
         "frame": 42,
         "resolution_percentage": 50,
         "samples": 128,
+        "blender_version": None,
     }
+
+
+@pytest.mark.parametrize(("value", "read"), [("4.5", "4.5"), (" 5.0 ", "5.0"), (4.2, "4.2"), (5, None)])
+def test_blender_version_names_a_release(value: object, read: str | None) -> None:
+    """A job may ask for a Blender release, as a string or the number JSON writers make of it."""
+    if read is None:
+        with pytest.raises(JobSettingsError, match=r'^blender_version must name a release such as "4.5"'):
+            parse_render_settings(json.dumps({"blender_version": value}))
+    else:
+        assert parse_render_settings(json.dumps({"blender_version": value})).blender_version == read
+    for wrong in ("latest", "4", "4.5.1", True, [4, 5]):
+        with pytest.raises(JobSettingsError, match=r"^blender_version"):
+            parse_render_settings(json.dumps({"blender_version": wrong}))
 
 
 @pytest.mark.parametrize(

@@ -97,8 +97,12 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         default="",
     )
     blender_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Render Blender",
-        description="Blender executable for renders (empty: this Blender)",
+        name="Render Blenders",
+        description=(
+            "Blender executables, or Pythons with the bpy module, for renders; several separated by the "
+            "OS path separator (: on Linux and macOS, ; on Windows). Each file renders in the one of its "
+            "own version, else the oldest newer one (empty: this Blender)"
+        ),
         subtype="FILE_PATH",
         default="",
     )

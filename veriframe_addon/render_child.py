@@ -594,7 +594,8 @@ def render(spec: dict[str, Any], reporter: Reporter) -> None:
     bpy.app.handlers.render_stats.append(reporter.on_stats)
     render_or_explain(bpy, scene)
     bpy.data.images["Render Result"].save_render(filepath=spec["output"], scene=scene)
-    reporter.emit("done", output=spec["output"], width=width, height=height, engine=engine)
+    blender = ".".join(str(part) for part in bpy.app.version)  # which Blender really rendered it
+    reporter.emit("done", output=spec["output"], width=width, height=height, engine=engine, blender=blender)
 
 
 def main(argv: list[str]) -> int:

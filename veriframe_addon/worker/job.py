@@ -23,7 +23,9 @@ from .ipfs.client import IpfsClient
 from .limits import MIB
 from .observe import telemetry
 from .observe.metrics import METRICS
-from .render.renderer import BlenderRenderer, RenderResult, png_size
+from .render.inventory import BlenderInventory
+from .render.renderer import RenderResult, png_size
+from .scene.blend_header import BlendVersion, read_blend_version
 from .scene.job_settings import RenderSettings
 from .scene.unpack import prepare_blend
 from .state.job_records import JobState
@@ -43,7 +45,7 @@ class JobFlow:
         *,
         ipfs: IpfsClient,
         assets: AssetCache,
-        renderer: BlenderRenderer,
+        blenders: Callable[[], BlenderInventory],
         books: Bookkeeper,
         board: StatusBoard,
         stop: threading.Event,
@@ -51,7 +53,7 @@ class JobFlow:
         self.config = config
         self.ipfs = ipfs
         self.assets = assets
-        self.renderer = renderer
+        self.blenders = blenders  # the inventory, probed on first use
         self.books = books
         self.board = board
         self.stop = stop
@@ -88,29 +90,36 @@ class JobFlow:
         return blend
 
     def render(self, job: Job, settings: RenderSettings, blend: Path) -> RenderResult:
-        """Renders ``blend`` in the contained Blender; the image lands in the job folder."""
+        """Renders ``blend`` in the contained Blender of its release; the image lands in the job folder."""
         with telemetry.stage(job.id, "render"):
             if not blend.is_file():
                 raise RenderError(f"the scene {blend} of a resumed job is gone; it cannot be rendered")
+            saved_by = read_blend_version(blend)
+            wanted = BlendVersion.parse(settings.blender_version) if settings.blender_version else None
+            blender = self.blenders().for_file(saved_by, wanted)
+            renderer = self.blenders().renderer_for(blender)
             log.info(
-                "[Worker] Validating and rendering %s (%s, frame %d, %s)",
+                "[Worker] Validating and rendering %s (%s, frame %d, %s) in Blender %s (saved by %s)",
                 blend.name,
                 settings.engine,
                 settings.frame,
-                "sandboxed" if self.renderer.sandboxed else "NOT sandboxed",
+                "sandboxed" if renderer.sandboxed else "NOT sandboxed",
+                blender.short,
+                saved_by,
             )
-            self.board.publish(state="rendering", progress=0.0)
+            self.board.publish(state="rendering", progress=0.0, render_blender=blender.label)
             job_dir = self.config.jobs_dir / job.id
             progress = self._progress_log(job.id)
-            result = self.renderer.render(blend, job_dir, settings, progress=progress, cancel=self.stop)
+            result = renderer.render(blend, job_dir, settings, progress=progress, cancel=self.stop)
             log_missing_files(job.id, result.missing_files)
             log.info(
-                "[Worker] Render successful: %s (%dx%d, %s, %.1fs)",
+                "[Worker] Render successful: %s (%dx%d, %s, %.1fs, Blender %s)",
                 result.output,
                 result.width,
                 result.height,
                 result.engine,
                 result.seconds,
+                result.blender,
             )
         return result
 

@@ -28,8 +28,8 @@ from .job import JobFlow
 from .limits import MIB
 from .net.retry import RetryPolicy
 from .net.transport import JsonTransport
-from .render.renderer import CHILD_SCRIPT, BlenderRenderer, blender_version, find_blender
-from .render.sandbox import choose_sandbox
+from .render.inventory import BlenderInventory, commands_from
+from .scene.blend_header import BlendVersion
 from .scene.job_settings import ENGINES, RenderSettings, parse_render_settings
 from .state.cleanup import CLEANUP_EVERY_SECONDS, remove_old_job_folders
 from .state.job_records import JobState, JobStateStore
@@ -58,23 +58,19 @@ class Worker:
         self.auth = AuthSession(transport, config.worker_address, StarkSigner(config.private_key))
         self.backend = BackendClient(transport, self.auth)
         self.books = Bookkeeper(config, self.backend, self.board, self.stop)
-        self.blender = find_blender(config.blender_path)
-        self.renderer = BlenderRenderer(
-            self.blender, config.render_timeout, config.shader_cache, limits=config.limits
-        )
+        self.blender_commands = commands_from(config.blender_path)
         self.flow = JobFlow(
             config,
             ipfs=client_from_config(config, stop=self.stop),
             assets=AssetCache(config.asset_cache_dir, config.asset_cache_mb * MIB),
-            renderer=self.renderer,
+            blenders=self.find_blenders,
             books=self.books,
             board=self.board,
             stop=self.stop,
         )
-        self._sandbox_chosen = False
+        self._blenders: BlenderInventory | None = None
         self._skipped_unclaimed: set[str] = set()  # malformed jobs, logged once
         self._last_verified_check = 0.0
-        self._blender_version = "unknown"
         self._last_cleanup = 0.0
         self._taken: set[str] = set()  # jobs claimed or resumed in this run (--max-jobs counts these)
 
@@ -120,31 +116,42 @@ class Worker:
             ", ".join(shown_url(g) for g in cfg.ipfs_gateways),
             uploads,
         )
-        self._blender_version = blender_version(self.blender)
-        self.board.publish(blender=self._blender_version)
-        kind = " (bpy module)" if self.blender.uses_bpy_module else ""
-        log.info("[Worker] Blender found: %s%s", self._blender_version, kind)
-        if not self._sandbox_chosen:
-            sandbox, described = choose_sandbox(
-                cfg.sandbox,
-                self.blender.executable,
-                self.blender.uses_bpy_module,
-                CHILD_SCRIPT,
-                self.blender.version_argv(),
-            )
-            self.renderer.sandbox = sandbox
-            self._sandbox_chosen = True
-            self.board.publish(sandbox=described)
-            (log.info if sandbox is not None or cfg.sandbox == "off" else log.warning)(
-                "[Worker] Renders are %s", described
-            )
+        self.find_blenders()
+
+    def find_blenders(self) -> BlenderInventory:
+        """Probes every Blender ``BLENDER_PATH`` names, once; raises ``RenderError`` when none renders."""
+        if self._blenders is not None:
+            return self._blenders
+        cfg = self.config
+        inventory, failures = BlenderInventory.probe_all(
+            self.blender_commands,
+            cfg.sandbox,
+            render_timeout=cfg.render_timeout,
+            shader_cache=cfg.shader_cache,
+            limits=cfg.limits,
+        )
+        for failure in failures:
+            log.warning("[Worker] Left out a Blender that does not work: %s", failure)
+        several = len(inventory.blenders) > 1
+        for blender in inventory.blenders:
+            kind = " (bpy module)" if blender.command.uses_bpy_module else ""
+            log.info("[Worker] Blender found: %s%s at %s", blender.label, kind, blender.command.executable)
+            where = f" in Blender {blender.short}" if several else ""
+            sandboxed = blender.sandbox is not None or cfg.sandbox == "off"
+            (log.info if sandboxed else log.warning)("[Worker] Renders%s are %s", where, blender.contained)
+        weakest = next((b for b in inventory.blenders if b.sandbox is None), inventory.blenders[0])
+        self.board.publish(blender=", ".join(b.label for b in inventory.blenders), sandbox=weakest.contained)
+        self._blenders = inventory
+        return inventory
 
     def connect(self) -> None:
         """Registers (idempotently) and signs in; raises ``AuthError`` (bad key), ``BackendError`` (down)."""
         self.board.publish(state="signing-in")
+        blenders = self.find_blenders().blenders
         capabilities = {
             "engines": sorted(set(ENGINES.values())),
-            "blender": self._blender_version,
+            "blender": blenders[-1].label,  # the newest; every one below
+            "blender_versions": [blender.short for blender in blenders],
             "output": "PNG",
         }
         hardware = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "system": platform.system()}
@@ -246,11 +253,23 @@ class Worker:
             return None
         try:
             parse_cid(job.asset_cid)
-            return parse_render_settings(job.required_capabilities, self.config.limits.max_samples)
+            settings = parse_render_settings(job.required_capabilities, self.config.limits.max_samples)
+            self._check_release(settings)
+            return settings
         except (InvalidCid, JobSettingsError) as exc:
             log.warning("[Worker] Skipping job %s without claiming it: %s", job.id, exc)
             self._skipped_unclaimed.add(job.id)
             return None
+
+    def _check_release(self, settings: RenderSettings) -> None:
+        """A job that names a Blender release this node lacks is skipped before it is claimed."""
+        if settings.blender_version is None:
+            return
+        blenders = self.find_blenders()
+        if blenders.for_release(BlendVersion.parse(settings.blender_version)) is None:
+            raise JobSettingsError(
+                f"it asks for Blender {settings.blender_version} and this node has {blenders.releases()}"
+            )
 
     def _claim(self, job: Job) -> bool:
         log.info("[Worker] Found job %s - Asset CID: %s", job.id, job.asset_cid)

@@ -33,7 +33,8 @@ class WorkerStatus:
     last_render: Path | None = None
     last_result_cid: str | None = None
     sandbox: str | None = None  # how renders are contained, in words (set once Blender is found)
-    blender: str | None = None  # the render Blender's version (set once it is found)
+    blender: str | None = None  # every render Blender's version, e.g. "Blender 4.5.15 LTS" (once probed)
+    render_blender: str | None = None  # the Blender rendering the job in hand, or that rendered the last
 
 
 class StatusBoard:

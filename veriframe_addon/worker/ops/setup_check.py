@@ -28,8 +28,8 @@ from ..ipfs.cid import cid_of_bytes
 from ..ipfs.client import IpfsClient, client_from_config, shown_url
 from ..net.retry import RetryPolicy
 from ..net.transport import JsonTransport
-from ..render.renderer import CHILD_SCRIPT, blender_version, find_blender
-from ..render.sandbox import choose_sandbox, platform_has_sandbox
+from ..render.inventory import BlenderInventory, commands_from
+from ..render.sandbox import platform_has_sandbox
 
 log = logging.getLogger("veriframe.worker")
 
@@ -87,23 +87,41 @@ def _key(config: WorkerConfig) -> str:
     return f"signed a challenge as {config.worker_address}{note}"
 
 
-def _blender(config: WorkerConfig) -> str:
-    return blender_version(find_blender(config.blender_path))
+class _Blenders:
+    """The Blender and sandbox checks share one probe of every Blender ``BLENDER_PATH`` names."""
 
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self._probed: tuple[BlenderInventory, list[str]] | None = None
 
-def _sandbox(config: WorkerConfig) -> str:
-    """Renders of strangers' scenes should run in the OS sandbox; saying "off" on purpose is fine too.
+    def probed(self) -> tuple[BlenderInventory, list[str]]:
+        if self._probed is None:
+            self._probed = BlenderInventory.probe_all(
+                commands_from(self.config.blender_path), self.config.sandbox
+            )
+        return self._probed
 
-    On Windows and macOS there is no sandbox to install, so its absence is no setup fault: the check
-    passes and says plainly that the scene check is then the only wall.
-    """
-    command = find_blender(config.blender_path)
-    sandbox, said = choose_sandbox(
-        config.sandbox, command.executable, command.uses_bpy_module, CHILD_SCRIPT, command.version_argv()
-    )
-    if sandbox is None and config.sandbox != "off" and platform_has_sandbox():
-        raise WorkerError(said)
-    return said
+    def blenders(self, _config: WorkerConfig) -> str:
+        """Every Blender that answered; a named one that did not fails the check, saying why."""
+        inventory, failures = self.probed()
+        found = "; ".join(blender.describe() for blender in inventory.blenders)
+        if failures:
+            raise WorkerError(f"{'; '.join(failures)} (working: {found})")
+        return found
+
+    def sandbox(self, config: WorkerConfig) -> str:
+        """Renders of strangers' scenes should run in the OS sandbox; "off" on purpose is fine too.
+
+        On Windows and macOS there is no sandbox to install, so its absence is no setup fault: the check
+        passes and says plainly that the scene check is then the only wall.
+        """
+        inventory, _ = self.probed()
+        several = len(inventory.blenders) > 1
+        said = "; ".join(f"{b.short}: {b.contained}" if several else b.contained for b in inventory.blenders)
+        bare = any(b.sandbox is None for b in inventory.blenders)
+        if bare and config.sandbox != "off" and platform_has_sandbox():
+            raise WorkerError(said)
+        return said
 
 
 def run_checks(
@@ -119,11 +137,12 @@ def run_checks(
         if on_result is not None:
             on_result(result)
 
+    blenders = _Blenders(config)
     for name, check in (
         ("Backend", _backend),
         ("Wallet key", _key),
-        ("Render Blender", _blender),
-        ("Render sandbox", _sandbox),
+        ("Render Blender", blenders.blenders),
+        ("Render sandbox", blenders.sandbox),
     ):
         started = time.monotonic()
         try:

@@ -81,11 +81,22 @@ class BlenderCommand:
             str(spec),
         ]
 
-    def version_argv(self) -> list[str]:
-        """A command that prints ``Blender X.Y.Z``: proof that this Blender starts at all."""
+    def probe_argv(self) -> list[str]:
+        """A command that prints ``Blender X.Y.Z`` and a ``VERIFRAME-PROBE`` line of JSON facts (version,
+        label, Python): proof that this Blender starts at all, and what it is. Opens no file."""
         if self.uses_bpy_module:
-            return [self.executable, "-I", "-c", "import bpy; print('Blender', bpy.app.version_string)"]
-        return [self.executable, "-b", "--factory-startup", "--version"]
+            return [self.executable, "-I", "-c", PROBE_CODE]
+        return [self.executable, "-b", "--factory-startup", "--offline-mode", "--python-expr", PROBE_CODE]
+
+
+# Runs in the operator's own Blender, on no file: never a stranger's code.
+PROBE_CODE = (
+    "import bpy, json, platform\n"
+    "print('Blender', bpy.app.version_string)\n"
+    "facts = {'version': list(bpy.app.version), 'label': 'Blender ' + bpy.app.version_string,\n"
+    "         'python': platform.python_version()}\n"
+    "print('VERIFRAME-PROBE', json.dumps(facts), flush=True)\n"
+)
 
 
 def find_blender(blender_path: str | None) -> BlenderCommand:
@@ -97,26 +108,6 @@ def find_blender(blender_path: str | None) -> BlenderCommand:
     raise ConfigError(
         "BLENDER_PATH", "is not set and this Python has no bpy module: point it at a Blender binary"
     )
-
-
-def blender_version(command: BlenderCommand, timeout: float = 60.0) -> str:
-    """Asks the render Blender for its version, proving it starts at all; raises ``RenderError`` if not."""
-    argv = command.version_argv()
-    try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            env=child_environment_base(),
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RenderError(f"Blender not found or not starting ({command.executable}): {exc}") from None
-    line = next((ln.strip() for ln in done.stdout.splitlines() if ln.startswith("Blender ")), "")
-    if done.returncode != 0 or not line:
-        raise RenderError(f"Blender at {command.executable} did not report a version: {done.stderr[-300:]}")
-    return line
 
 
 @dataclass(frozen=True)
@@ -131,6 +122,7 @@ class RenderResult:
     # Files the scene names that do not exist where it rendered (it rendered without them, as Blender
     # does), each as "path (who names it)"; render_child.py's judge_reads says why that is safe.
     missing_files: tuple[str, ...] = ()
+    blender: str = ""  # the Blender that rendered it, e.g. "4.5.15" (see inventory.py)
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -280,6 +272,7 @@ class BlenderRenderer:
             last_progress.get("samples_done"),
             last_progress.get("samples_total"),
             tuple(str(path) for path in rendering.get("missing") or ()),
+            str(done.get("blender") or ""),
         )
 
     def _run_child(

@@ -90,11 +90,16 @@ def runtime_paths(executable: str, uses_bpy_module: bool, child_script: Path) ->
     """What the render child must read besides the system: its Blender (or Python and ``bpy``) and script."""
     paths = {child_script}
     real = Path(os.path.realpath(executable))
-    if uses_bpy_module:
+    if uses_bpy_module and Path(executable).absolute() == Path(sys.executable).absolute():
         paths |= {Path(sys.prefix), Path(sys.base_prefix), real.parent}
         spec = importlib.util.find_spec("bpy")
         if spec is not None and spec.origin:
             paths.add(Path(spec.origin).resolve().parent.parent)  # site-packages holding bpy
+    elif uses_bpy_module:
+        # Another Python (a bpy venv of another release): its own folder, which holds the site-packages
+        # with bpy, and the installation of the interpreter it runs on.
+        home = Path(executable).absolute().parent.parent
+        paths |= {home, Path(os.path.realpath(home)), real.parent.parent}
     else:
         # A blender.org build keeps its libraries and Python next to the executable.
         paths |= {real.parent, Path(executable).absolute().parent}
@@ -148,23 +153,30 @@ def _unavailable_reason(
     if bwrap is None:
         return "bwrap is not installed (apt install bubblewrap)"
     sandbox = Sandbox(bwrap, runtime_paths(executable, uses_bpy_module, child_script))
-    with tempfile.TemporaryDirectory(prefix="veriframe-probe-") as folder:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": folder, "TMPDIR": folder}
-        try:
-            done = subprocess.run(
-                sandbox.wrap(probe_argv, writable=[Path(folder)], cwd=Path(folder)),
-                capture_output=True,
-                text=True,
-                timeout=120,
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"bwrap could not start Blender ({exc})"
+    try:
+        done = run_probe(probe_argv, sandbox)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap could not start Blender ({exc})"
     if done.returncode != 0 or "Blender" not in done.stdout:
         said = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no output"])[-1]
         return f"Blender at {executable} does not start inside bwrap ({said[:200]})"
     return None
+
+
+def run_probe(
+    argv: list[str],
+    sandbox: Sandbox | None,
+    timeout: float = 120.0,
+    environ: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Runs a Blender's probe (``BlenderCommand.probe_argv``), in ``sandbox`` when given, with a throwaway
+    home; ``environ`` (default: only ``PATH``) is the rest of its environment."""
+    with tempfile.TemporaryDirectory(prefix="veriframe-probe-") as folder:
+        env = dict(environ or {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, HOME=folder, TMPDIR=folder)
+        run = sandbox.wrap(argv, writable=[Path(folder)], cwd=Path(folder)) if sandbox is not None else argv
+        return subprocess.run(
+            run, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env
+        )
 
 
 def _os_name() -> str:

@@ -10,6 +10,7 @@ rather than claimed and failed.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ class RenderSettings:
     frame: int = 1
     resolution_percentage: int | None = None
     samples: int | None = None
+    blender_version: str | None = None  # "4.5": render in that release (else the file's own)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,11 +84,22 @@ def parse_render_settings(
     except JobSettingsError as exc:
         raise JobSettingsError(f"{exc} (MAX_SAMPLES)") from None
     return RenderSettings(
+        blender_version=_release(data.get("blender_version")),
         engine=ENGINES[engine.upper()],
         frame=_int(data, "frame", default_frame, -MAX_FRAME, MAX_FRAME),
         resolution_percentage=_int(data, "resolution_percentage", None, 1, 100),
         samples=samples,
     )
+
+
+def _release(value: object) -> str | None:
+    """A job's ``blender_version``: ``"4.5"`` (or the number 4.5, as JSON writers often put it)."""
+    if value is None:
+        return None
+    text = str(value).strip() if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+    if not re.fullmatch(r"\d+\.\d+", text):
+        raise JobSettingsError(f'blender_version must name a release such as "4.5", got {value!r}')
+    return text
 
 
 def _frame_count(data: dict[str, Any], frame_start: int | None, frame_end: int | None) -> int:
