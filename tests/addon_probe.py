@@ -133,6 +133,7 @@ def scenario_draw_states(args: dict) -> dict:
             last_error="POST /jobs/x/assign: backend unreachable at http://b (boom)",
             last_render=png,
             sandbox="sandboxed with bwrap (...)" if state == "rendering" else "NOT sandboxed: no bwrap",
+            render_blender="Blender 4.2.23 LTS" if state == "rendering" else None,
         )
         worker.log_lines.append(LogLine("INFO", f"12:00:00 [Worker] state {state}"))
         drawn[state] = labels(draw_panel())

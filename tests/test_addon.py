@@ -70,6 +70,8 @@ def assert_draw_states(drawn: dict[str, list[str]]) -> None:
     assert "Renders sandboxed (bwrap)" in drawn["rendering"] and "Renders NOT sandboxed" in drawn["idle"]
     assert "Only the scene check guards this node" in drawn["idle"]
     assert "Only the scene check guards this node" not in drawn["rendering"]
+    assert "In Blender 4.2.23 LTS" in drawn["rendering"]  # which Blender renders the job in hand
+    assert not any(text.startswith("In Blender") for text in drawn["idle"])
     assert any("Cannot reach the VeriFrame backend" in text for text in drawn["polling"])
     assert any("Backend: reachable" in text for text in drawn["checks"])
     assert any("IPFS gateway: HTTP 404" in text for text in drawn["checks"])

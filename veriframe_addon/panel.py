@@ -86,6 +86,9 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
             if status.job_id:
                 box.label(text=f"Job {status.job_id}")
                 box.label(text=f"Asset {status.asset_cid or '-'}")
+            if status.render_blender and (status.job_id or status.last_render):
+                # During a render: the Blender rendering it; after: the one that rendered the last result.
+                box.label(text=f"In {status.render_blender}", icon="BLENDER")
             grid = box.grid_flow(columns=2, even_columns=True)
             grid.label(text=f"Done {status.completed}")
             grid.label(text=f"Failed {status.failed}")
