@@ -98,7 +98,8 @@ def test_each_file_renders_in_the_blender_of_its_version(
     devnet: Devnet, saved: dict[str, Path], pythons: dict[str, str], blender_binary: Path, tmp_path: Path
 ) -> None:
     """Files saved by 4.2, 4.3, 4.5 and 5.0 go to those Blenders; with no 4.3 listed, the 4.3 file goes to
-    4.5; a job asking for a release nobody has is skipped unclaimed. Which Blender rendered each job is
+    4.5; a job asking for a release nobody has is skipped unclaimed; RENDER_THREADS and RENDER_NICE
+    reach the render. Which Blender rendered each job is
     what that Blender itself reported from inside the render."""
     everyone = os.pathsep.join([pythons["4.2"], str(blender_binary), pythons["4.5"], pythons["5.0"]])
     asks_44 = _submit(devnet, saved["4.5"], '{"engine": "WORKBENCH", "blender_version": "4.4"}')  # seen first
@@ -109,7 +110,9 @@ def test_each_file_renders_in_the_blender_of_its_version(
     for release, job_id in ids.items():
         job = requests.get(f"{devnet.backend_url}/jobs/{job_id}", timeout=10).json()
         assert job["status"] == "completed", (release, run.output)
-        assert f"Blender {release}." in _render_line(run.output, job_id)  # as the rendering Blender said
+        line = _render_line(run.output, job_id)
+        assert f"Blender {release}." in line  # as the rendering Blender said
+        assert f", {os.cpu_count()} threads, nice 10)" in line, line  # the default CPU budget
     assert (
         f"Skipping job {asks_44} without claiming it: it asks for Blender 4.4 and this node has" in run.output
     )
@@ -119,10 +122,10 @@ def test_each_file_renders_in_the_blender_of_its_version(
     older = _submit(devnet, saved["4.3"])
     newer = _submit(devnet, saved["5.0"])
     only_4x = os.pathsep.join([pythons["4.2"], pythons["4.5"]])
-    run = run_worker(
-        worker_env(devnet, tmp_path / "4x", BLENDER_PATH=only_4x), "--max-jobs", "2", timeout=600
-    )
-    assert "Blender 4.5." in _render_line(run.output, older), run.output
+    env = worker_env(devnet, tmp_path / "4x", BLENDER_PATH=only_4x, RENDER_THREADS="1", RENDER_NICE="7")
+    run = run_worker(env, "--max-jobs", "2", timeout=600)
+    line = _render_line(run.output, older)
+    assert "Blender 4.5." in line and ", 1 threads, nice 7)" in line, run.output  # RENDER_THREADS honoured
     assert (
         f"Job {newer} failed: the scene was saved by Blender 5.0, newer than every Blender on this node "
         "(4.2.23, 4.5.15)" in run.output

@@ -173,6 +173,21 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         default=DEFAULT_MAX_UNPACKED_MB,
         min=1,
     )
+    render_threads: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Render threads",
+        description="Processor threads a render may use, so this computer stays usable (0: every core)",
+        default=0,
+        min=0,
+        max=1024,
+    )
+    render_nice: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Render priority (nice)",
+        description="How far below your own programs renders run: 0 normal, 19 lowest (Windows: below "
+        "normal when above 0)",
+        default=10,
+        min=0,
+        max=19,
+    )
     keep_results_hours: bpy.props.FloatProperty(  # type: ignore[valid-type]
         name="Keep results (h)",
         description="Hours a finished job's folder (its render and log) is kept before it is removed "
@@ -209,6 +224,8 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         col.prop(self, "blender_path")
         col.prop(self, "poll_interval")
         col.prop(self, "render_timeout")
+        col.prop(self, "render_threads")
+        col.prop(self, "render_nice")
         col.prop(self, "data_dir")
         col.prop(self, "asset_cache_mb")
         col.prop(self, "keep_results_hours")

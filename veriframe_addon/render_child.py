@@ -531,6 +531,17 @@ def render_or_explain(bpy: Any, scene: Any) -> None:
 
 
 # -- render -------------------------------------------------------------------------------------------
+def apply_cpu_budget(scene: Any, cpu: dict[str, Any]) -> None:
+    """The operator's thread count (RENDER_THREADS), whatever the scene asks; 0: every core (Blender's
+    "auto"), so a scene fixed at one thread cannot slow the node down either."""
+    threads = int(cpu.get("threads") or 0)
+    if threads > 0:
+        scene.render.threads_mode = "FIXED"
+        scene.render.threads = threads
+    else:
+        scene.render.threads_mode = "AUTO"
+
+
 def render(spec: dict[str, Any], reporter: Reporter) -> None:
     import bpy
 
@@ -559,6 +570,7 @@ def render(spec: dict[str, Any], reporter: Reporter) -> None:
             scene.eevee.taa_render_samples = int(samples)
     # The render evaluates the scene at this frame itself; frame_set() would evaluate it once more first.
     scene.frame_current = int(settings.get("frame", 1))
+    apply_cpu_budget(scene, spec.get("cpu") or {})
 
     problems, missing = scene_problems(bpy, scene, engine, spec)
     if problems:
@@ -595,7 +607,17 @@ def render(spec: dict[str, Any], reporter: Reporter) -> None:
     render_or_explain(bpy, scene)
     bpy.data.images["Render Result"].save_render(filepath=spec["output"], scene=scene)
     blender = ".".join(str(part) for part in bpy.app.version)  # which Blender really rendered it
-    reporter.emit("done", output=spec["output"], width=width, height=height, engine=engine, blender=blender)
+    nice = os.nice(0) if hasattr(os, "nice") else None
+    reporter.emit(
+        "done",
+        output=spec["output"],
+        width=width,
+        height=height,
+        engine=engine,
+        blender=blender,
+        threads=scene.render.threads,  # Blender's own count: the fixed one, or what "auto" found
+        nice=nice,
+    )
 
 
 def main(argv: list[str]) -> int:

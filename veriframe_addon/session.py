@@ -37,6 +37,8 @@ PREF_TO_ENV = {
     "blender_path": "BLENDER_PATH",
     "poll_interval": "POLL_INTERVAL",
     "render_timeout": "RENDER_TIMEOUT",
+    "render_threads": "RENDER_THREADS",
+    "render_nice": "RENDER_NICE",
     "data_dir": "VERIFRAME_DATA_DIR",
     "render_sandbox": "RENDER_SANDBOX",
     "max_output_megapixels": "MAX_OUTPUT_MEGAPIXELS",
@@ -49,7 +51,7 @@ PREF_TO_ENV = {
 }
 
 # Preferences whose 0 is a choice (off), not "unset": passed on like any other value.
-ZERO_IS_A_SETTING = frozenset({"asset_cache_mb", "keep_results_hours"})
+ZERO_IS_A_SETTING = frozenset({"asset_cache_mb", "keep_results_hours", "render_nice"})
 
 
 def write_key_file(path: Path, key: str) -> None:

@@ -25,7 +25,7 @@ from .env_mode import (
     parse_status_settings,
 )
 from .errors import ConfigError
-from .limits import LIMIT_VARIABLES, RenderLimits, default_render_memory_mb
+from .limits import DEFAULT_RENDER_NICE, LIMIT_VARIABLES, CpuBudget, RenderLimits, default_render_memory_mb
 from .multiaddr import api_url_from_multiaddr
 
 # The Stark curve order: a private key is a non-zero scalar below it.
@@ -62,6 +62,7 @@ class WorkerConfig:
     render_timeout: float
     data_dir: Path
     limits: RenderLimits = field(default_factory=RenderLimits)
+    cpu: CpuBudget = field(default_factory=CpuBudget)
     # auto: bwrap where it works, a loud warning where not; bwrap: refuse to render without it; off.
     sandbox: str = "auto"
     shader_cache_dir: Path | None = None
@@ -223,6 +224,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         status_port=status_settings.port,
         status_host=status_settings.host,
         limits=_parse_limits(get),
+        cpu=_parse_cpu(get),
         sandbox=sandbox,
         shader_cache_dir=Path(shader_cache_text).expanduser().absolute() if shader_cache_text else None,
         asset_cache_mb=_parse_megabytes(get("ASSET_CACHE_MB"), "ASSET_CACHE_MB", DEFAULT_ASSET_CACHE_MB),
@@ -254,6 +256,25 @@ def _parse_limits(get: Callable[[str], str | None]) -> RenderLimits:
             raise ConfigError(variable, f"must be a positive number, got {text!r}")
         values[name] = value
     return RenderLimits(**values)  # type: ignore[arg-type]
+
+
+def _parse_cpu(get: Callable[[str], str | None]) -> CpuBudget:
+    """``RENDER_THREADS`` (0 or unset: every core) and ``RENDER_NICE`` (0 to 19, default 10)."""
+    threads = _parse_whole(get("RENDER_THREADS"), "RENDER_THREADS", 0, 0, 1024)
+    nice = _parse_whole(get("RENDER_NICE"), "RENDER_NICE", DEFAULT_RENDER_NICE, 0, 19)
+    return CpuBudget(threads=threads, nice=nice)
+
+
+def _parse_whole(text: str | None, name: str, default: int, low: int, high: int) -> int:
+    if text is None or not text.strip():
+        return default
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ConfigError(name, f"{text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"must be between {low} and {high}, got {value}")
+    return value
 
 
 def _require(value: str | None, name: str) -> str:

@@ -113,13 +113,15 @@ class JobFlow:
             result = renderer.render(blend, job_dir, settings, progress=progress, cancel=self.stop)
             log_missing_files(job.id, result.missing_files)
             log.info(
-                "[Worker] Render successful: %s (%dx%d, %s, %.1fs, Blender %s)",
+                "[Worker] Render successful: %s (%dx%d, %s, %.1fs, Blender %s, %s threads, nice %s)",
                 result.output,
                 result.width,
                 result.height,
                 result.engine,
                 result.seconds,
                 result.blender,
+                result.threads,
+                result.nice,
             )
         return result
 

@@ -62,3 +62,21 @@ LIMIT_VARIABLES = {
     "max_asset_mb": "MAX_ASSET_MB",
     "max_unpacked_mb": "MAX_UNPACKED_MB",
 }
+
+
+DEFAULT_RENDER_NICE = 10  # the operator's own work wins; 0 renders at normal priority
+
+
+@dataclass(frozen=True)
+class CpuBudget:
+    """How much of the processor a render may take, so a desktop stays usable while it renders.
+
+    ``threads`` is Blender's render thread count (``-t``; 0: every core). ``nice`` lowers the render's
+    priority (Linux and macOS: the nice value, 0 to 19; Windows: below normal when above 0).
+    """
+
+    threads: int = 0
+    nice: int = DEFAULT_RENDER_NICE
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

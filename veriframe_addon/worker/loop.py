@@ -129,6 +129,7 @@ class Worker:
             render_timeout=cfg.render_timeout,
             shader_cache=cfg.shader_cache,
             limits=cfg.limits,
+            cpu=cfg.cpu,
         )
         for failure in failures:
             log.warning("[Worker] Left out a Blender that does not work: %s", failure)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, RenderError
-from ..limits import RenderLimits
+from ..limits import CpuBudget, RenderLimits
 from ..scene.blend_header import BlendVersion
 from .renderer import CHILD_SCRIPT, BlenderCommand, BlenderRenderer, child_environment_base, find_blender
 from .sandbox import Sandbox, choose_sandbox, run_probe
@@ -115,6 +115,7 @@ class BlenderInventory:
         render_timeout: float = 300.0,
         shader_cache: Path | None = None,
         limits: RenderLimits | None = None,
+        cpu: CpuBudget | None = None,
     ) -> tuple[BlenderInventory, list[str]]:
         """Probes each command; returns the inventory and one line per Blender that failed, saying why.
 
@@ -132,7 +133,7 @@ class BlenderInventory:
             raise RenderError("no Blender could render here: " + "; ".join(failures))
         renderers = {
             blender.command.executable: BlenderRenderer(
-                blender.command, render_timeout, shader_cache, limits=limits, sandbox=blender.sandbox
+                blender.command, render_timeout, shader_cache, limits=limits, sandbox=blender.sandbox, cpu=cpu
             )
             for blender in found
         }

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, RenderCancelled, RenderError, RenderTimeout, SceneRejected
-from ..limits import RenderLimits
+from ..limits import CpuBudget, RenderLimits
 from ..scene.job_settings import RenderSettings
 from .sandbox import Sandbox
 
@@ -123,6 +123,8 @@ class RenderResult:
     # does), each as "path (who names it)"; render_child.py's judge_reads says why that is safe.
     missing_files: tuple[str, ...] = ()
     blender: str = ""  # the Blender that rendered it, e.g. "4.5.15" (see inventory.py)
+    threads: int | None = None  # render threads, as Blender reported them
+    nice: int | None = None  # the render process's nice value (None where the OS has none)
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -191,11 +193,13 @@ class BlenderRenderer:
         *,
         limits: RenderLimits | None = None,
         sandbox: Sandbox | None = None,
+        cpu: CpuBudget | None = None,
     ) -> None:
         self.command = command
         self.timeout = timeout
         self.shader_cache = shader_cache
         self.limits = limits or RenderLimits()
+        self.cpu = cpu or CpuBudget(nice=0)
         self.sandbox = sandbox
         # Looked up now: nothing that may take a lock (like dlopen) should run between fork and exec.
         self._prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
@@ -229,6 +233,7 @@ class BlenderRenderer:
                     "tmp_dir": str(job_dir / "tmp"),
                     "settings": settings.to_json(),
                     "limits": self.limits.to_json(),
+                    "cpu": self.cpu.to_json(),
                     "job_root": str(job_dir),
                     "token": token,
                 }
@@ -273,6 +278,8 @@ class BlenderRenderer:
             last_progress.get("samples_total"),
             tuple(str(path) for path in rendering.get("missing") or ()),
             str(done.get("blender") or ""),
+            done.get("threads"),
+            done.get("nice"),
         )
 
     def _run_child(
@@ -295,6 +302,7 @@ class BlenderRenderer:
             if os.name == "posix"
             else {
                 "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+                | (subprocess.BELOW_NORMAL_PRIORITY_CLASS if self.cpu.nice > 0 else 0)  # type: ignore[attr-defined]
             }
         )
         with (job_dir / "render.log").open("w", encoding="utf-8", errors="replace") as blender_log:
@@ -371,6 +379,8 @@ class BlenderRenderer:
             resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
         if self._prctl is not None:
             self._prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if self.cpu.nice > 0:
+            os.nice(self.cpu.nice)  # below the operator's own programs (RENDER_NICE)
 
     def _memory_hint(self, returncode: int | None, tail: deque[str]) -> str:
         """Why Blender may have died, when running out of memory under the cap is the likely cause."""
