@@ -58,6 +58,7 @@ from devnet.models import (
     Worker,
     WorkerRegistration,
     WorkerResponse,
+    WorkerUpdate,
     open_database,
     utcnow,
 )
@@ -528,6 +529,27 @@ def _worker_routes(state: BackendState, bearer: Callable[..., TokenClaims]) -> A
             if worker is None:
                 raise HTTPException(status_code=404, detail="Worker not found")
             return WorkerResponse.model_validate(worker)
+
+    @router.put("/{worker_address}", response_model=WorkerResponse)
+    def update_worker(
+        worker_address: str, body: WorkerUpdate, claims: Annotated[TokenClaims, Depends(bearer)]
+    ) -> WorkerResponse:
+        """Update worker information (only own profile or admin)"""
+        if body.public_key is not None and parse_felt(body.public_key) is None:
+            raise HTTPException(status_code=400, detail="public_key must be a hex felt (0x...)")
+        with state.sessions.begin() as session:
+            caller = _find_worker(session, claims.address)
+            worker = _find_worker(session, worker_address)
+            if worker is None:
+                raise HTTPException(status_code=404, detail="Worker not found")
+            if caller is None or (caller.id != worker.id and not caller.is_admin):
+                raise HTTPException(status_code=403, detail="Not authorized to update this worker")
+            for name, value in body.model_dump(exclude_unset=True).items():
+                setattr(worker, name, value)
+            session.flush()
+            answer = WorkerResponse.model_validate(worker)
+        logger.info("worker %s updated %s", worker_address, sorted(body.model_dump(exclude_unset=True)))
+        return answer
 
     @router.post("/{worker_address}/verify")
     def verify_worker(worker_address: str, claims: Annotated[TokenClaims, Depends(bearer)]) -> dict[str, Any]:

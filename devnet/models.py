@@ -259,6 +259,17 @@ class WorkerRegistration(WorkerBase):
     """Schema for worker registration"""
 
 
+class WorkerUpdate(BaseModel):
+    """Schema for updating worker information"""
+
+    public_key: str | None = None
+    info_cid: str | None = None
+    capabilities: str | None = None
+    hardware_specs: str | None = None
+    contact_info: str | None = None
+    active: bool | None = None
+
+
 class WorkerResponse(WorkerBase):
     """Schema for worker API responses"""
 

@@ -112,7 +112,7 @@ def test_each_file_renders_in_the_blender_of_its_version(
         assert job["status"] == "completed", (release, run.output)
         line = _render_line(run.output, job_id)
         assert f"Blender {release}." in line  # as the rendering Blender said
-        assert f", {os.cpu_count()} threads, nice 10)" in line, line  # the default CPU budget
+        assert f", {os.cpu_count()} threads, nice 10, on " in line, line  # the default CPU budget
     assert (
         f"Skipping job {asks_44} without claiming it: it asks for Blender 4.4 and this node has" in run.output
     )
@@ -125,7 +125,9 @@ def test_each_file_renders_in_the_blender_of_its_version(
     env = worker_env(devnet, tmp_path / "4x", BLENDER_PATH=only_4x, RENDER_THREADS="1", RENDER_NICE="7")
     run = run_worker(env, "--max-jobs", "2", timeout=600)
     line = _render_line(run.output, older)
-    assert "Blender 4.5." in line and ", 1 threads, nice 7)" in line, run.output  # RENDER_THREADS honoured
+    assert "Blender 4.5." in line and ", 1 threads, nice 7, on " in line, (
+        run.output
+    )  # RENDER_THREADS honoured
     assert (
         f"Job {newer} failed: the scene was saved by Blender 5.0, newer than every Blender on this node "
         "(4.2.23, 4.5.15)" in run.output

@@ -604,6 +604,28 @@ def test_racing_for_a_just_expired_job(start_backend: Callable[..., Backend]) ->
     assert "now assigned to another worker" in complete(api, job["id"], holder_token, 409)["detail"]
 
 
+def test_a_worker_updates_its_own_record_only(backend: Backend) -> None:
+    """``PUT /workers/{address}`` as published: the worker's own token (or an admin's) changes the record;
+    another worker's token gets 403, no token 401/403, an unknown address 404."""
+    api = backend.api
+    template = f"{API}/workers/{{worker_address}}"
+    worker, token = new_worker(backend)
+    other, other_token = new_worker(backend)
+    mine, theirs = {"worker_address": worker.address}, {"worker_address": other.address}
+    change = {"capabilities": '{"blender_versions": ["4.5.15"]}', "hardware_specs": '{"cpu_count": 2}'}
+    updated = api.call("PUT", template, 200, path=mine, token=token, json=change)
+    assert {key: updated[key] for key in change} == change
+    stored = api.call("GET", template, 200, path=mine)
+    assert stored["capabilities"] == change["capabilities"] and stored["public_key"] == updated["public_key"]
+    refused = api.send("PUT", template, path=mine, token=other_token, json=change)
+    assert refused.status_code == 403, refused.text
+    assert api.send("PUT", template, path=mine, json=change).status_code in (401, 403)
+    by_admin = api.call("PUT", template, 200, path=theirs, token=backend.admin_token, json={"active": False})
+    assert by_admin["active"] is False
+    nobody = {"worker_address": "0x" + "9" * 63}
+    assert api.send("PUT", template, path=nobody, token=backend.admin_token, json={}).status_code == 404
+
+
 def test_data_folder_is_accepted_before_and_after_the_command() -> None:
     """``python -m devnet serve --data DIR`` (as documented) and ``--data DIR serve`` mean the same; the
     tests' own devnet starts with the first form (devnet/process.py)."""

@@ -531,6 +531,46 @@ def render_or_explain(bpy: Any, scene: Any) -> None:
 
 
 # -- render -------------------------------------------------------------------------------------------
+def apply_device(bpy: Any, scene: Any, device: dict[str, Any]) -> str:
+    """Sets Cycles' device for real, despite factory startup; returns what it renders on, in words.
+
+    ``device`` is the worker's choice: ``{"type": "CPU"}``, or a GPU type and the Cycles ids of exactly
+    the GPUs to use. New device entries default to on, so every other one is turned off. A chosen GPU
+    this Blender does not see is an error, never a quiet CPU render.
+    """
+    kind = device.get("type") or "CPU"
+    if kind == "CPU":
+        scene.cycles.device = "CPU"
+        return "CPU"
+    prefs = bpy.context.preferences.addons["cycles"].preferences
+    prefs.compute_device_type = kind
+    prefs.refresh_devices()
+    wanted = set(device.get("ids") or ())
+    used = []
+    for entry in prefs.devices:
+        entry.use = entry.id in wanted
+        if entry.use:
+            used.append(entry.name)
+    missing = wanted - {entry.id for entry in prefs.devices if entry.use}
+    if missing or not used:
+        raise RuntimeError(
+            f"Cycles does not see the {kind} device(s) chosen for this render: {sorted(missing)}"
+        )
+    scene.cycles.device = "GPU"
+    return f"{kind} " + ", ".join(used)
+
+
+def gpu_context() -> str:
+    """The GPU and backend of Blender's GPU context (what EEVEE and Workbench render on)."""
+    try:
+        import gpu
+
+        backend = gpu.platform.backend_type_get() if hasattr(gpu.platform, "backend_type_get") else ""
+        return f"{gpu.platform.renderer_get()} ({backend or 'OpenGL'})"
+    except Exception as exc:  # no GPU context at all: say so rather than guess
+        return f"unknown GPU context ({type(exc).__name__})"
+
+
 def apply_cpu_budget(scene: Any, cpu: dict[str, Any]) -> None:
     """The operator's thread count (RENDER_THREADS), whatever the scene asks; 0: every core (Blender's
     "auto"), so a scene fixed at one thread cannot slow the node down either."""
@@ -571,6 +611,7 @@ def render(spec: dict[str, Any], reporter: Reporter) -> None:
     # The render evaluates the scene at this frame itself; frame_set() would evaluate it once more first.
     scene.frame_current = int(settings.get("frame", 1))
     apply_cpu_budget(scene, spec.get("cpu") or {})
+    device = apply_device(bpy, scene, spec.get("device") or {}) if engine == "CYCLES" else None
 
     problems, missing = scene_problems(bpy, scene, engine, spec)
     if problems:
@@ -617,6 +658,7 @@ def render(spec: dict[str, Any], reporter: Reporter) -> None:
         blender=blender,
         threads=scene.render.threads,  # Blender's own count: the fixed one, or what "auto" found
         nice=nice,
+        device=device or gpu_context(),
     )
 
 

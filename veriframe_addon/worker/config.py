@@ -43,6 +43,8 @@ DEFAULT_ASSET_CACHE_MB = 2048
 DEFAULT_KEEP_RESULTS_HOURS = 24.0
 
 SANDBOX_MODES = ("auto", "bwrap", "off")
+GPU_TYPES = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")  # Cycles' GPU kinds, best first (for auto)
+DEVICE_CHOICES = ("auto", "CPU", *GPU_TYPES)  # RENDER_DEVICE
 _HEX_RE = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 _VISIBLE_RE = re.compile(r"^[!-~]+$")  # a token: visible ASCII, no spaces
 _JWT_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
@@ -63,6 +65,8 @@ class WorkerConfig:
     data_dir: Path
     limits: RenderLimits = field(default_factory=RenderLimits)
     cpu: CpuBudget = field(default_factory=CpuBudget)
+    render_device: str = "auto"  # RENDER_DEVICE: auto, CPU or a GPU type (render/devices.py)
+    render_gpus: tuple[str, ...] = ()  # RENDER_GPUS: Cycles device ids or names (empty: all of the type)
     # auto: bwrap where it works, a loud warning where not; bwrap: refuse to render without it; off.
     sandbox: str = "auto"
     shader_cache_dir: Path | None = None
@@ -225,6 +229,8 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         status_host=status_settings.host,
         limits=_parse_limits(get),
         cpu=_parse_cpu(get),
+        render_device=parse_device(get("RENDER_DEVICE")),
+        render_gpus=parse_gpus(get("RENDER_GPUS")),
         sandbox=sandbox,
         shader_cache_dir=Path(shader_cache_text).expanduser().absolute() if shader_cache_text else None,
         asset_cache_mb=_parse_megabytes(get("ASSET_CACHE_MB"), "ASSET_CACHE_MB", DEFAULT_ASSET_CACHE_MB),
@@ -256,6 +262,20 @@ def _parse_limits(get: Callable[[str], str | None]) -> RenderLimits:
             raise ConfigError(variable, f"must be a positive number, got {text!r}")
         values[name] = value
     return RenderLimits(**values)  # type: ignore[arg-type]
+
+
+def parse_device(text: str | None) -> str:
+    """``RENDER_DEVICE``: ``auto`` (default), ``CPU`` or a GPU type, in any case."""
+    value = (text or "auto").strip()
+    for choice in DEVICE_CHOICES:
+        if value.lower() == choice.lower():
+            return choice
+    raise ConfigError("RENDER_DEVICE", f"{value!r} is not one of {', '.join(DEVICE_CHOICES)}")
+
+
+def parse_gpus(text: str | None) -> tuple[str, ...]:
+    """``RENDER_GPUS``: Cycles device ids or names, separated by commas (empty: every one of the type)."""
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
 
 
 def _parse_cpu(get: Callable[[str], str | None]) -> CpuBudget:

@@ -113,7 +113,7 @@ class JobFlow:
             result = renderer.render(blend, job_dir, settings, progress=progress, cancel=self.stop)
             log_missing_files(job.id, result.missing_files)
             log.info(
-                "[Worker] Render successful: %s (%dx%d, %s, %.1fs, Blender %s, %s threads, nice %s)",
+                "[Worker] Render successful: %s (%dx%d, %s, %.1fs, Blender %s, %s threads, nice %s, on %s)",
                 result.output,
                 result.width,
                 result.height,
@@ -122,6 +122,7 @@ class JobFlow:
                 result.blender,
                 result.threads,
                 result.nice,
+                result.device,
             )
         return result
 

@@ -9,6 +9,7 @@ all stops.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -28,6 +29,7 @@ from .job import JobFlow
 from .limits import MIB
 from .net.retry import RetryPolicy
 from .net.transport import JsonTransport
+from .render.hardware import cpu_model, ram_gb
 from .render.inventory import BlenderInventory, commands_from
 from .scene.blend_header import BlendVersion
 from .scene.job_settings import ENGINES, RenderSettings, parse_render_settings
@@ -130,6 +132,8 @@ class Worker:
             shader_cache=cfg.shader_cache,
             limits=cfg.limits,
             cpu=cfg.cpu,
+            device=cfg.render_device,
+            gpus=cfg.render_gpus,
         )
         for failure in failures:
             log.warning("[Worker] Left out a Blender that does not work: %s", failure)
@@ -140,6 +144,15 @@ class Worker:
             where = f" in Blender {blender.short}" if several else ""
             sandboxed = blender.sandbox is not None or cfg.sandbox == "off"
             (log.info if sandboxed else log.warning)("[Worker] Renders%s are %s", where, blender.contained)
+            if blender.device.is_gpu:
+                log.info("[Worker] Cycles renders%s on %s", where, blender.device.describe())
+            else:
+                why = (
+                    "RENDER_DEVICE=CPU"
+                    if cfg.render_device == "CPU"
+                    else "no GPU that Blender can use was found"
+                )
+                log.info("[Worker] Cycles renders%s on the CPU (%s)", where, why)
         weakest = next((b for b in inventory.blenders if b.sandbox is None), inventory.blenders[0])
         self.board.publish(blender=", ".join(b.label for b in inventory.blenders), sandbox=weakest.contained)
         self._blenders = inventory
@@ -148,21 +161,61 @@ class Worker:
     def connect(self) -> None:
         """Registers (idempotently) and signs in; raises ``AuthError`` (bad key), ``BackendError`` (down)."""
         self.board.publish(state="signing-in")
-        blenders = self.find_blenders().blenders
-        capabilities = {
-            "engines": sorted(set(ENGINES.values())),
-            "blender": blenders[-1].label,  # the newest; every one below
-            "blender_versions": [blender.short for blender in blenders],
-            "output": "PNG",
-        }
-        hardware = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "system": platform.system()}
-        if self.backend.register(capabilities, hardware):
+        capabilities, hardware = self.advertised()
+        registered = self.backend.register(capabilities, hardware)
+        if registered:
             log.info("[Worker] Registered worker %s with its public key", self.config.worker_address)
         worker = self.auth.sign_in()
         if isinstance(worker, dict):
             self.books.worker_id = worker.get("id")
+        if not registered:
+            self._update_record(capabilities, hardware)
         self._note_verification(worker)
         self.board.publish(last_error=None)
+
+    def advertised(self) -> tuple[dict, dict]:
+        """What the backend's record of this worker says it can do (``capabilities``) and is
+        (``hardware_specs``): engines, Blender versions, devices; CPU, cores, RAM and GPUs."""
+        blenders = self.find_blenders().blenders
+        gpus = {device.id: device.to_json() for b in blenders for device in b.devices}
+        capabilities = {
+            "engines": sorted(set(ENGINES.values())),
+            "blender": blenders[-1].label,  # the newest; every one below
+            "blender_versions": [blender.short for blender in blenders],
+            "render_devices": sorted({blender.device.type for blender in blenders}),
+            "devices": list(gpus.values()),
+            "output": "PNG",
+        }
+        hardware = {
+            "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model(),
+            "ram_gb": ram_gb(),
+            "gpus": list(gpus.values()),
+            "machine": platform.machine(),
+            "system": platform.system(),
+        }
+        return capabilities, hardware
+
+    def _update_record(self, capabilities: dict, hardware: dict) -> None:
+        """Tells the backend when what this node can do changed since it registered (a Blender or GPU
+        added or removed): ``PUT /workers/{address}``, only when the stored record differs."""
+        wanted = {
+            "capabilities": json.dumps(capabilities, sort_keys=True),
+            "hardware_specs": json.dumps(hardware, sort_keys=True),
+        }
+        try:
+            stored = self.backend.me()
+            if all(_same_json(stored.get(key), value) for key, value in wanted.items()):
+                return
+            self.backend.update(**wanted)
+        except BackendError as exc:  # jobs still flow on the old record; say so and go on
+            log.warning("[Worker] Could not update this worker's record on the backend: %s", exc)
+            return
+        log.info(
+            "[Worker] Updated this worker's record on the backend: Blender %s; renders on %s",
+            ", ".join(capabilities["blender_versions"]),
+            ", ".join(capabilities["render_devices"]),
+        )
 
     def run(self, max_jobs: int | None = None, stop_after_job: threading.Event | None = None) -> int:
         """Polls and processes jobs until stopped or ``max_jobs`` were taken; returns jobs completed.
@@ -263,14 +316,15 @@ class Worker:
             return None
 
     def _check_release(self, settings: RenderSettings) -> None:
-        """A job that names a Blender release this node lacks is skipped before it is claimed."""
-        if settings.blender_version is None:
-            return
+        """A job this node cannot honour is skipped before it is claimed: it names a Blender release
+        this node lacks, or needs a GPU where this node's Cycles renders on the CPU."""
         blenders = self.find_blenders()
-        if blenders.for_release(BlendVersion.parse(settings.blender_version)) is None:
-            raise JobSettingsError(
-                f"it asks for Blender {settings.blender_version} and this node has {blenders.releases()}"
-            )
+        wanted = settings.blender_version
+        if wanted is not None and blenders.for_release(BlendVersion.parse(wanted)) is None:
+            raise JobSettingsError(f"it asks for Blender {wanted} and this node has {blenders.releases()}")
+        needs_gpu = settings.device == "GPU" or settings.min_gpu_memory_gb is not None
+        if needs_gpu and not any(blender.device.is_gpu for blender in blenders.blenders):
+            raise JobSettingsError("it needs a GPU and this node's Cycles renders on the CPU")
 
     def _claim(self, job: Job) -> bool:
         log.info("[Worker] Found job %s - Asset CID: %s", job.id, job.asset_cid)
@@ -316,3 +370,11 @@ class Worker:
             return
         self._last_verified_check = now
         self._note_verification(self.backend.me())
+
+
+def _same_json(stored: object, wanted: str) -> bool:
+    """Whether a stored JSON string says the same as ``wanted`` (however it was spaced or ordered)."""
+    try:
+        return isinstance(stored, str) and json.loads(stored) == json.loads(wanted)
+    except ValueError:
+        return False

@@ -88,6 +88,11 @@ class BackendClient:
             raise
         return True
 
+    def update(self, **fields: str) -> dict[str, Any]:
+        """Changes this worker's own record (``PUT /workers/{address}``: capabilities, hardware_specs,
+        active, ...); returns the record the backend now holds."""
+        return self._authed("PUT", f"/workers/{self.address}", json=fields)
+
     def me(self) -> dict[str, Any]:
         return self._authed("GET", "/auth/me")
 

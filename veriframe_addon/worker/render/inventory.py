@@ -13,18 +13,20 @@ release newer than the file (Blender opens older files, never reliably newer one
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import re
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, RenderError
 from ..limits import CpuBudget, RenderLimits
 from ..scene.blend_header import BlendVersion
+from .devices import Device, DeviceChoice, choose_device
 from .renderer import CHILD_SCRIPT, BlenderCommand, BlenderRenderer, child_environment_base, find_blender
 from .sandbox import Sandbox, choose_sandbox, run_probe
 
@@ -44,6 +46,8 @@ class InstalledBlender:
     python: str
     sandbox: Sandbox | None
     contained: str  # the sandbox sentence for the log and panel
+    devices: tuple[Device, ...] = ()  # the GPUs its Cycles can render on
+    device: DeviceChoice = field(default_factory=DeviceChoice)  # what Cycles renders on (RENDER_DEVICE)
 
     @property
     def release(self) -> BlendVersion:
@@ -56,7 +60,11 @@ class InstalledBlender:
 
     def describe(self) -> str:
         kind = "bpy module" if self.command.uses_bpy_module else "binary"
-        return f"{self.label} ({kind}, Python {self.python}) at {self.command.executable}"
+        gpus = ", ".join(f"{d.type} {d.name}" for d in self.devices) or "none"
+        return (
+            f"{self.label} ({kind}, Python {self.python}) at {self.command.executable}; GPUs: {gpus}; "
+            f"Cycles renders on {self.device.describe()}"
+        )
 
 
 def commands_from(blender_path: str | None) -> list[BlenderCommand]:
@@ -116,24 +124,44 @@ class BlenderInventory:
         shader_cache: Path | None = None,
         limits: RenderLimits | None = None,
         cpu: CpuBudget | None = None,
+        device: str = "auto",
+        gpus: tuple[str, ...] = (),
     ) -> tuple[BlenderInventory, list[str]]:
         """Probes each command; returns the inventory and one line per Blender that failed, saying why.
 
-        Each Blender that answered gets its renderer (``render_timeout``, ``shader_cache`` and ``limits``
-        are the renders'). Raises ``RenderError`` when none answered (the worker cannot render at all),
-        and the ``ConfigError`` of ``RENDER_SANDBOX=bwrap`` as soon as one cannot run sandboxed.
+        Each Blender that answered gets its device (``device``, ``gpus``: see ``devices.py``) and its
+        renderer (``render_timeout``, ``shader_cache``, ``limits`` and ``cpu`` are the renders'). Raises
+        ``RenderError`` when none answered (the worker cannot render at all), ``ConfigError`` when the
+        device asked for is on none of them, and the ``ConfigError`` of ``RENDER_SANDBOX=bwrap`` as soon
+        as one cannot run sandboxed.
         """
-        found, failures = [], []
+        found, failures, wrong_device = [], [], []
         for command in commands:
             try:
-                found.append(probe(command, sandbox_mode))
+                blender = probe(command, sandbox_mode)
             except RenderError as exc:
                 failures.append(str(exc))
+                continue
+            try:
+                chosen = choose_device(device, gpus, blender.devices, f"Blender {blender.short}")
+            except ConfigError as exc:
+                wrong_device.append(exc)
+                failures.append(f"Blender at {command.executable}: {exc}")
+                continue
+            found.append(dataclasses.replace(blender, device=chosen))
+        if not found and wrong_device:
+            raise wrong_device[0]
         if not found:
             raise RenderError("no Blender could render here: " + "; ".join(failures))
         renderers = {
             blender.command.executable: BlenderRenderer(
-                blender.command, render_timeout, shader_cache, limits=limits, sandbox=blender.sandbox, cpu=cpu
+                blender.command,
+                render_timeout,
+                shader_cache,
+                limits=limits,
+                sandbox=blender.sandbox,
+                cpu=cpu,
+                device=blender.device,
             )
             for blender in found
         }

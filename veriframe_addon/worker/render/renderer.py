@@ -28,6 +28,7 @@ from pathlib import Path
 from ..errors import ConfigError, RenderCancelled, RenderError, RenderTimeout, SceneRejected
 from ..limits import CpuBudget, RenderLimits
 from ..scene.job_settings import RenderSettings
+from .devices import DeviceChoice
 from .sandbox import Sandbox
 
 log = logging.getLogger("veriframe.worker")
@@ -89,12 +90,27 @@ class BlenderCommand:
         return [self.executable, "-b", "--factory-startup", "--offline-mode", "--python-expr", PROBE_CODE]
 
 
-# Runs in the operator's own Blender, on no file: never a stranger's code.
+# Runs in the operator's own Blender, on no file: never a stranger's code. It lists the GPUs Cycles can
+# render on, type by type (Cycles lists the CPU apart, under ``devices``).
 PROBE_CODE = (
     "import bpy, json, platform\n"
     "print('Blender', bpy.app.version_string)\n"
     "facts = {'version': list(bpy.app.version), 'label': 'Blender ' + bpy.app.version_string,\n"
-    "         'python': platform.python_version()}\n"
+    "         'python': platform.python_version(), 'devices': [], 'devices_error': None}\n"
+    "try:\n"
+    "    import addon_utils\n"
+    "    addon_utils.enable('cycles', default_set=True)\n"
+    "    prefs = bpy.context.preferences.addons['cycles'].preferences\n"
+    "    for kind in ('OPTIX', 'CUDA', 'HIP', 'ONEAPI', 'METAL'):\n"
+    "        try:\n"
+    "            prefs.compute_device_type = kind\n"
+    "        except TypeError:\n"
+    "            continue\n"
+    "        prefs.refresh_devices()\n"
+    "        facts['devices'] += [{'type': d.type, 'name': d.name, 'id': d.id}\n"
+    "                             for d in prefs.get_devices_for_type(kind) if d.type != 'CPU']\n"
+    "except Exception as exc:\n"
+    "    facts['devices_error'] = f'{type(exc).__name__}: {exc}'\n"
     "print('VERIFRAME-PROBE', json.dumps(facts), flush=True)\n"
 )
 
@@ -125,6 +141,7 @@ class RenderResult:
     blender: str = ""  # the Blender that rendered it, e.g. "4.5.15" (see inventory.py)
     threads: int | None = None  # render threads, as Blender reported them
     nice: int | None = None  # the render process's nice value (None where the OS has none)
+    device: str = ""  # what rendered it, as the child saw it: "CPU", "CUDA NVIDIA ...", or EEVEE's GPU
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -194,12 +211,14 @@ class BlenderRenderer:
         limits: RenderLimits | None = None,
         sandbox: Sandbox | None = None,
         cpu: CpuBudget | None = None,
+        device: DeviceChoice | None = None,
     ) -> None:
         self.command = command
         self.timeout = timeout
         self.shader_cache = shader_cache
         self.limits = limits or RenderLimits()
         self.cpu = cpu or CpuBudget(nice=0)
+        self.device = device or DeviceChoice()
         self.sandbox = sandbox
         # Looked up now: nothing that may take a lock (like dlopen) should run between fork and exec.
         self._prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
@@ -234,6 +253,7 @@ class BlenderRenderer:
                     "settings": settings.to_json(),
                     "limits": self.limits.to_json(),
                     "cpu": self.cpu.to_json(),
+                    "device": (self.device if settings.device != "CPU" else DeviceChoice()).to_json(),
                     "job_root": str(job_dir),
                     "token": token,
                 }
@@ -280,6 +300,7 @@ class BlenderRenderer:
             str(done.get("blender") or ""),
             done.get("threads"),
             done.get("nice"),
+            str(done.get("device") or ""),
         )
 
     def _run_child(

@@ -41,6 +41,8 @@ class RenderSettings:
     resolution_percentage: int | None = None
     samples: int | None = None
     blender_version: str | None = None  # "4.5": render in that release (else the file's own)
+    device: str = "any"  # "GPU": only a node that renders on a GPU; "CPU": render on the processor
+    min_gpu_memory_gb: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,8 +85,18 @@ def parse_render_settings(
         samples = _int(data, "samples", None, 1, max_samples)
     except JobSettingsError as exc:
         raise JobSettingsError(f"{exc} (MAX_SAMPLES)") from None
+    device = str(data.get("device") or "any").strip()
+    if device.upper() not in ("ANY", "GPU", "CPU"):
+        raise JobSettingsError(f'device must be "GPU", "CPU" or "any", got {data.get("device")!r}')
+    memory = data.get("min_gpu_memory_gb")
+    if memory is not None and (
+        isinstance(memory, bool) or not isinstance(memory, (int, float)) or memory < 0
+    ):
+        raise JobSettingsError(f"min_gpu_memory_gb must be a number of GB, got {memory!r}")
     return RenderSettings(
         blender_version=_release(data.get("blender_version")),
+        device="any" if device.upper() == "ANY" else device.upper(),
+        min_gpu_memory_gb=float(memory) if memory is not None else None,
         engine=ENGINES[engine.upper()],
         frame=_int(data, "frame", default_frame, -MAX_FRAME, MAX_FRAME),
         resolution_percentage=_int(data, "resolution_percentage", None, 1, 100),
