@@ -45,6 +45,7 @@ DEFAULT_KEEP_RESULTS_HOURS = 24.0
 SANDBOX_MODES = ("auto", "bwrap", "off")
 GPU_TYPES = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")  # Cycles' GPU kinds, best first (for auto)
 DEVICE_CHOICES = ("auto", "CPU", *GPU_TYPES)  # RENDER_DEVICE
+GPU_BACKENDS = ("opengl", "vulkan", "metal")  # RENDER_GPU_BACKEND: Blender's --gpu-backend
 _HEX_RE = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 _VISIBLE_RE = re.compile(r"^[!-~]+$")  # a token: visible ASCII, no spaces
 _JWT_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
@@ -67,6 +68,7 @@ class WorkerConfig:
     cpu: CpuBudget = field(default_factory=CpuBudget)
     render_device: str = "auto"  # RENDER_DEVICE: auto, CPU or a GPU type (render/devices.py)
     render_gpus: tuple[str, ...] = ()  # RENDER_GPUS: Cycles device ids or names (empty: all of the type)
+    render_gpu_backend: str | None = None  # RENDER_GPU_BACKEND: Blender's --gpu-backend for EEVEE (binaries)
     # auto: bwrap where it works, a loud warning where not; bwrap: refuse to render without it; off.
     sandbox: str = "auto"
     shader_cache_dir: Path | None = None
@@ -231,6 +233,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         cpu=_parse_cpu(get),
         render_device=parse_device(get("RENDER_DEVICE")),
         render_gpus=parse_gpus(get("RENDER_GPUS")),
+        render_gpu_backend=_parse_gpu_backend(get("RENDER_GPU_BACKEND")),
         sandbox=sandbox,
         shader_cache_dir=Path(shader_cache_text).expanduser().absolute() if shader_cache_text else None,
         asset_cache_mb=_parse_megabytes(get("ASSET_CACHE_MB"), "ASSET_CACHE_MB", DEFAULT_ASSET_CACHE_MB),
@@ -276,6 +279,16 @@ def parse_device(text: str | None) -> str:
 def parse_gpus(text: str | None) -> tuple[str, ...]:
     """``RENDER_GPUS``: Cycles device ids or names, separated by commas (empty: every one of the type)."""
     return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+
+def _parse_gpu_backend(text: str | None) -> str | None:
+    """``RENDER_GPU_BACKEND``: ``opengl``, ``vulkan`` or ``metal`` (unset: Blender's own default)."""
+    if text is None or not text.strip():
+        return None
+    value = text.strip().lower()
+    if value not in GPU_BACKENDS:
+        raise ConfigError("RENDER_GPU_BACKEND", f"{text!r} is not one of {', '.join(GPU_BACKENDS)}")
+    return value
 
 
 def _parse_cpu(get: Callable[[str], str | None]) -> CpuBudget:

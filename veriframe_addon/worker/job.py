@@ -107,10 +107,12 @@ class JobFlow:
                 blender.short,
                 saved_by,
             )
-            self.board.publish(state="rendering", progress=0.0, render_blender=blender.label)
+            on = f" on {blender.device.describe()}" if settings.engine == "CYCLES" else ""
+            self.board.publish(state="rendering", progress=0.0, render_blender=blender.label + on)
             job_dir = self.config.jobs_dir / job.id
             progress = self._progress_log(job.id)
             result = renderer.render(blend, job_dir, settings, progress=progress, cancel=self.stop)
+            self.board.publish(render_blender=f"{blender.label} on {result.device}")
             log_missing_files(job.id, result.missing_files)
             log.info(
                 "[Worker] Render successful: %s (%dx%d, %s, %.1fs, Blender %s, %s threads, nice %s, on %s)",

@@ -134,6 +134,7 @@ class Worker:
             cpu=cfg.cpu,
             device=cfg.render_device,
             gpus=cfg.render_gpus,
+            gpu_backend=cfg.render_gpu_backend,
         )
         for failure in failures:
             log.warning("[Worker] Left out a Blender that does not work: %s", failure)

@@ -81,7 +81,8 @@ def choose_device(
         if not matches:
             listed = ", ".join(f"{d.name} ({d.id})" for d in of_kind)
             raise ConfigError(
-                "RENDER_GPUS", f"names {wanted!r}, which {blender} has no {kind} device of: {listed}"
+                "RENDER_GPUS",
+                f"names {wanted!r}, which is none of the {kind} devices {blender} sees: {listed}",
             )
         picked += [d for d in matches if d not in picked]
     return DeviceChoice(kind, tuple(picked))

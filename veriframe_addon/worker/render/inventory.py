@@ -126,6 +126,7 @@ class BlenderInventory:
         cpu: CpuBudget | None = None,
         device: str = "auto",
         gpus: tuple[str, ...] = (),
+        gpu_backend: str | None = None,
     ) -> tuple[BlenderInventory, list[str]]:
         """Probes each command; returns the inventory and one line per Blender that failed, saying why.
 
@@ -162,6 +163,7 @@ class BlenderInventory:
                 sandbox=blender.sandbox,
                 cpu=cpu,
                 device=blender.device,
+                gpu_backend=gpu_backend,
             )
             for blender in found
         }

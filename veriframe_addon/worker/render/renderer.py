@@ -62,12 +62,14 @@ class BlenderCommand:
     executable: str
     uses_bpy_module: bool
 
-    def argv(self, blend: Path, spec: Path) -> list[str]:
+    def argv(self, blend: Path, spec: Path, gpu_backend: str | None = None) -> list[str]:
         if self.uses_bpy_module:
             # -I: no PYTHON* variables, no user site, and not the job folder on sys.path.
             return [self.executable, "-I", str(CHILD_SCRIPT), str(spec)]
+        backend = ["--gpu-backend", gpu_backend] if gpu_backend else []  # EEVEE's GPU API, where set
         return [
             self.executable,
+            *backend,
             "-b",
             "--factory-startup",
             "--disable-autoexec",
@@ -212,6 +214,7 @@ class BlenderRenderer:
         sandbox: Sandbox | None = None,
         cpu: CpuBudget | None = None,
         device: DeviceChoice | None = None,
+        gpu_backend: str | None = None,
     ) -> None:
         self.command = command
         self.timeout = timeout
@@ -219,6 +222,7 @@ class BlenderRenderer:
         self.limits = limits or RenderLimits()
         self.cpu = cpu or CpuBudget(nice=0)
         self.device = device or DeviceChoice()
+        self.gpu_backend = gpu_backend
         self.sandbox = sandbox
         # Looked up now: nothing that may take a lock (like dlopen) should run between fork and exec.
         self._prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
@@ -313,7 +317,7 @@ class BlenderRenderer:
         cancel: threading.Event | None,
     ) -> tuple[list[dict], deque[str], int | None]:
         marker = f"@@VERIFRAME:{token} "
-        argv = self.command.argv(blend, spec)
+        argv = self.command.argv(blend, spec, self.gpu_backend)
         if self.sandbox is not None:
             writable = [job_dir] + ([self.shader_cache] if self.shader_cache is not None else [])
             argv = self.sandbox.wrap(argv, writable=writable, cwd=job_dir)
