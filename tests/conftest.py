@@ -28,6 +28,30 @@ SCENE_SIZE = (64, 48)
 SANDBOX_MODES = ("bwrap", "off")
 
 
+# The slowest modules first. The suite runs in two pytest-xdist processes that take whole modules in
+# collection order (--dist loadscope): a long module picked up last would leave one process idle at the
+# end while the other finishes it alone.
+SLOWEST_FIRST = (
+    "test_worker_resume.py",
+    "test_worker_load.py",
+    "test_honest_corpus.py",
+    "test_hostile_jobs.py",
+    "test_blender_extension.py",
+    "test_addon.py",
+    "test_gui_screenshots.py",
+    "test_monitoring.py",
+    "test_worker_e2e.py",
+    "test_blender_inventory.py",
+    "test_asset_cache.py",
+    "test_render_safety.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture
 def devnet(tmp_path: Path) -> Iterator[Devnet]:
     with running_devnet(tmp_path / "devnet") as net:

@@ -61,10 +61,22 @@ HIDDEN = ("rendered", MISSING_HERE)
 IMPORT_REFUSED = "node 'Read Secret' in node group 'ReadSecret' names a file outside the job folder: /"
 
 
-CASES = (
+# Each of these is refused before any render (by the scene check, the caps or the unpacker), so one
+# worker takes them all in one run per sandbox mode, as NODE_CASES are.
+REFUSED_BEFORE_RENDER = (
     Case("registered text block", "text-block", "failed", "'autorun.py' is registered to run as Python"),
     Case("Python driver", "python-driver", "failed", "needs Python"),
     Case("Freestyle Python style module", "freestyle-script", "failed", "runs Python style modules"),
+    Case("16384x16384 output", "huge-output", "failed", "16384x16384 (268.4 MP)"),
+    Case("10^6 samples", "million-samples", "failed", "1000000 samples"),
+    Case("zip slip", "zip-slip", "failed", "points outside the job folder"),
+    Case("tar with a symlink out", "tar-symlink", "failed", "is a link or special file"),
+    Case("1 GB-expanding archive", "zip-bomb", "failed", "a zip bomb"),
+    Case("random bytes named .blend", "random-bytes", "failed", "unrecognised binary data"),
+)
+
+# Each of these renders in one sandbox mode at least, or needs a worker of its own (the lying gateway).
+CASES = (
     Case("File Output node aimed outside", "file-output", "rendered", '"muted_file_outputs": 1'),
     Case("render.filepath aimed outside", "render-filepath", "rendered", '"replaced_filepath": "/'),
     Case(
@@ -73,8 +85,6 @@ CASES = (
     Case("image by //../.. path", "image-relative", "failed", "outside the job folder: /", in_sandbox=HIDDEN),
     Case("library by absolute path", "library-absolute", "failed", "lib.blend (pack it", in_sandbox=HIDDEN),
     Case("library by //../.. path", "library-relative", "failed", "lib.blend (pack it", in_sandbox=HIDDEN),
-    Case("16384x16384 output", "huge-output", "failed", "16384x16384 (268.4 MP)"),
-    Case("10^6 samples", "million-samples", "failed", "1000000 samples"),
     Case(
         "10 000-frame request",
         "honest",
@@ -82,11 +92,7 @@ CASES = (
         "asks for 10000 frames",
         settings={"frame_start": 1, "frame_end": 10000},
     ),
-    Case("zip slip", "zip-slip", "failed", "points outside the job folder"),
-    Case("tar with a symlink out", "tar-symlink", "failed", "is a link or special file"),
-    Case("1 GB-expanding archive", "zip-bomb", "failed", "a zip bomb"),
     Case("gateway serving other bytes", "honest", "failed", "does not match CID", lying_gateway=True),
-    Case("random bytes named .blend", "random-bytes", "failed", "unrecognised binary data"),
 )
 
 
@@ -260,6 +266,14 @@ def test_hostile_input_is_contained_and_the_worker_goes_on(
 ) -> None:
     [outcome] = run_cases((case,))
     assert_contained(case, outcome, devnet, sandbox, tmp_path)
+
+
+def test_scenes_refused_before_their_render_fail_and_the_worker_goes_on(
+    run_cases, devnet: Devnet, sandbox: str, tmp_path: Path
+) -> None:
+    """Python in the scene, caps exceeded, unsafe or bogus archives: one worker for all of them."""
+    for case, outcome in zip(REFUSED_BEFORE_RENDER, run_cases(REFUSED_BEFORE_RENDER), strict=True):
+        assert_contained(case, outcome, devnet, sandbox, tmp_path)
 
 
 def test_every_node_file_path_outside_the_job_is_refused_naming_the_node(

@@ -730,6 +730,8 @@ def test_full_settings_are_read_and_unknown_keys_ignored() -> None:
         "resolution_percentage": 50,
         "samples": 128,
         "blender_version": None,
+        "device": "any",
+        "min_gpu_memory_gb": None,
     }
 
 

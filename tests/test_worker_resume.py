@@ -81,6 +81,9 @@ def proxied_env(env: dict[str, str], target: str, proxy: HoldingProxy) -> Iterat
             proxy.release.set()
 
 
+LEASE_S = 30  # the devnet's job lease in the lease test
+
+
 def kill_when(process: subprocess.Popen[str], ready: threading.Event | None, line: str | None) -> str:
     """SIGKILLs the worker once ``ready`` is set or its log shows ``line``; returns its log."""
     assert process.stdout is not None
@@ -244,14 +247,15 @@ def test_a_job_whose_lease_ran_out_while_stopped_is_let_go(
     """The record says the job is ours, but the backend's lease on it expired and another worker finished
     it meanwhile: the restarted worker drops its record and files instead of rendering it again.
 
-    The lease (10 s) must outlast the other worker's render: both use the cache the clean run warmed.
+    The lease (30 s) must outlast the other worker's start, download and render, with the other tests'
+    renders sharing the cores: both use the cache the clean run warmed.
     """
-    with running_devnet(tmp_path / "devnet", extra_args=("--job-lease", "10")) as devnet:
+    with running_devnet(tmp_path / "devnet", extra_args=("--job-lease", str(LEASE_S))) as devnet:
         job_id = _submit(devnet, sample_blend)
         data_dir = tmp_path / "worker"
         env = worker_env(devnet, data_dir, VERIFRAME_SHADER_CACHE=str(warm_cache))
         kill_when(start_worker(env, "--max-jobs", "1"), None, "Rendering job")
-        time.sleep(10.5)  # the lease runs out; the job is offered again
+        time.sleep(LEASE_S + 0.5)  # the lease runs out; the job is offered again
         other = worker_env(devnet, tmp_path / "other", VERIFRAME_SHADER_CACHE=str(warm_cache))
         assert run_worker(other, "--max-jobs", "1").returncode == 0
         assert _job(devnet, job_id)["full_result_cid"] == clean_cid
