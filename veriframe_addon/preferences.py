@@ -173,6 +173,29 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         default=DEFAULT_MAX_UNPACKED_MB,
         min=1,
     )
+    render_device: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Render device",
+        description="What Cycles renders on (EEVEE and Workbench use Blender's GPU context)",
+        items=[
+            (
+                "AUTO",
+                "Best available",
+                "The best GPU type Blender lists (OptiX, CUDA, HIP, oneAPI, Metal), else CPU",
+            ),
+            ("CPU", "CPU", "The processor only"),
+            ("OPTIX", "OptiX", "NVIDIA GPUs through OptiX"),
+            ("CUDA", "CUDA", "NVIDIA GPUs through CUDA"),
+            ("HIP", "HIP", "AMD GPUs"),
+            ("ONEAPI", "oneAPI", "Intel GPUs"),
+            ("METAL", "Metal", "Apple GPUs"),
+        ],
+        default="AUTO",
+    )
+    render_gpus: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="GPUs",
+        description="Which GPUs of that type, by Cycles device id or name, comma-separated (empty: all)",
+        default="",
+    )
     render_threads: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Render threads",
         description="Processor threads a render may use, so this computer stays usable (0: every core)",
@@ -224,6 +247,8 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         col.prop(self, "blender_path")
         col.prop(self, "poll_interval")
         col.prop(self, "render_timeout")
+        col.prop(self, "render_device")
+        col.prop(self, "render_gpus")
         col.prop(self, "render_threads")
         col.prop(self, "render_nice")
         col.prop(self, "data_dir")

@@ -37,6 +37,8 @@ PREF_TO_ENV = {
     "blender_path": "BLENDER_PATH",
     "poll_interval": "POLL_INTERVAL",
     "render_timeout": "RENDER_TIMEOUT",
+    "render_device": "RENDER_DEVICE",
+    "render_gpus": "RENDER_GPUS",
     "render_threads": "RENDER_THREADS",
     "render_nice": "RENDER_NICE",
     "data_dir": "VERIFRAME_DATA_DIR",
