@@ -50,7 +50,9 @@ APT_PACKAGES = [
 PYTEST_NO_TESTS = 5
 # The suite runs in this many pytest-xdist processes: a render waits on its Blender subprocess as much as
 # it computes, so two processes on two cores finish sooner than one. Each test module stays on one
-# process (--dist loadscope), so its module fixtures are built once. Pass -n yourself to override.
+# process (--dist loadscope), so its module fixtures are built once, and the modules go out in
+# collection order, which tests/conftest.py sorts slowest first (pytest-xdist would otherwise sort them by
+# their number of tests). Pass -n yourself to override.
 TEST_PROCESSES = "2"
 
 log = logging.getLogger("build")
@@ -126,7 +128,7 @@ def cmd_test(extra: list[str]) -> int:
     # The add-on's smoke run under bpy 4.2 and 5.0 (tests/test_addon_matrix.py); failures skip, logged.
     env.update(bpy_matrix.matrix_environment(ROOT))
     if not any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) for arg in extra):
-        extra = ["-n", TEST_PROCESSES, "--dist", "loadscope", *extra]
+        extra = ["-n", TEST_PROCESSES, "--dist", "loadscope", "--no-loadscope-reorder", *extra]
     code = subprocess.run([str(python), "-m", "pytest", *extra], cwd=ROOT, env=env).returncode
     if code == PYTEST_NO_TESTS:
         log.error("pytest collected no tests: that is a failure, not a pass")

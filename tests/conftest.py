@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from buildtools import bpy_matrix
 from devnet.process import ROOT, Devnet, running_devnet
 from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 
@@ -76,11 +77,16 @@ def shader_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_blend(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo's scene at a tiny size and 2 samples, written once by real Blender."""
+    """The demo's scene at a tiny size and 2 samples, written once by real Blender: the oldest test
+    Blender (bpy 4.2), so that every test Blender may open it (a file newer than every Blender on a node
+    is refused, render/inventory.py)."""
     path = tmp_path_factory.mktemp("scene") / "sample_scene.blend"
+    pythons, failures = bpy_matrix.read_environment(os.environ)
+    if "4.2" not in pythons:
+        pytest.fail(f"bpy 4.2 is not set up ({failures.get('4.2', 'python3 build.py test provisions it')})")
     subprocess.run(
         [
-            sys.executable,
+            pythons["4.2"],
             "-m",
             "devnet.sample_scene",
             str(path),

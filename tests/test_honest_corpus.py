@@ -42,7 +42,7 @@ SETTINGS = {"resolution_percentage": 4, "samples": 1}  # 1920x1080 scenes render
 # of the same file: the same Blender and GL on the same machine, so in practice they are identical.
 MAX_MEAN_DIFFERENCE = 1.0
 RENDERED = re.compile(
-    r"Render successful: .*/jobs/([0-9a-f-]+)/render/render0001\.png \(\d+x\d+, \w+, ([\d.]+)s\)"
+    r"Render successful: .*/jobs/([0-9a-f-]+)/render/render0001\.png \(\d+x\d+, \w+, ([\d.]+)s[,)]"
 )
 
 

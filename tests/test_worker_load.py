@@ -88,7 +88,7 @@ def assert_each_job_once(devnet: Devnet, ids: list[str], outputs: list[str]) -> 
     for job_id in ids:
         assert len(re.findall(rf"job {job_id} completed by", backend_log)) == 1, job_id
         assert len(re.findall(rf"job {job_id} claimed by", backend_log)) == 1, job_id
-        rendered_by = [i for i, out in enumerate(outputs) if f"Rendering job {job_id}" in out]
+        rendered_by = [i for i, out in enumerate(outputs) if f"/jobs/{job_id}/render/render0001.png (" in out]
         assert len(rendered_by) == 1, (job_id, rendered_by)
         assert sum(out.count(DONE + job_id) for out in outputs) <= 1  # or settled as "already completed"
 
