@@ -75,18 +75,23 @@ def shader_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("shader-cache")
 
 
+def oldest_bpy_python() -> str:
+    """The interpreter of the oldest test Blender (bpy 4.2): a scene it saves opens in every test Blender."""
+    pythons, failures = bpy_matrix.read_environment(os.environ)
+    if "4.2" not in pythons:
+        pytest.fail(f"bpy 4.2 is not set up ({failures.get('4.2', 'python3 build.py test provisions it')})")
+    return pythons["4.2"]
+
+
 @pytest.fixture(scope="session")
 def sample_blend(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's scene at a tiny size and 2 samples, written once by real Blender: the oldest test
     Blender (bpy 4.2), so that every test Blender may open it (a file newer than every Blender on a node
     is refused, render/inventory.py)."""
     path = tmp_path_factory.mktemp("scene") / "sample_scene.blend"
-    pythons, failures = bpy_matrix.read_environment(os.environ)
-    if "4.2" not in pythons:
-        pytest.fail(f"bpy 4.2 is not set up ({failures.get('4.2', 'python3 build.py test provisions it')})")
     subprocess.run(
         [
-            pythons["4.2"],
+            oldest_bpy_python(),
             "-m",
             "devnet.sample_scene",
             str(path),

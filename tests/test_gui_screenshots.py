@@ -24,7 +24,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +34,7 @@ from PIL import Image, ImageChops, ImageStat
 
 from devnet.process import ROOT, Devnet
 
-from .conftest import worker_env
+from .conftest import oldest_bpy_python, worker_env
 from .processes import render_children
 from .test_blender_extension import _isolated, _linux_zip
 
@@ -176,7 +175,17 @@ def test_sidebar_panel_idle_rendering_and_error(blender_binary: Path, devnet: De
     runner = _x_runner(blender_binary)
     scene = tmp_path / "scene.blend"
     subprocess.run(
-        [sys.executable, "-m", "devnet.sample_scene", str(scene), "--size", SCENE[0], "--samples", SCENE[1]],
+        # Saved by the oldest test Blender: the GUI's Debian 4.3 refuses files newer than itself.
+        [
+            oldest_bpy_python(),
+            "-m",
+            "devnet.sample_scene",
+            str(scene),
+            "--size",
+            SCENE[0],
+            "--samples",
+            SCENE[1],
+        ],
         cwd=ROOT,
         check=True,
         capture_output=True,

@@ -33,6 +33,7 @@ from devnet.__main__ import add_file, create_job
 from devnet.keys import load_keypair
 from devnet.process import ROOT, Devnet
 from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
+from veriframe_addon.worker.scene.blend_header import BlendVersion, read_blend_version
 
 from .conftest import run_worker, worker_env
 
@@ -54,6 +55,7 @@ class Entry:
     facts: dict
     reference_png: Path | None = None
     reference_error: str | None = None
+    renders_in: str | None = None  # the release the worker picks for it (its own, else the oldest newer)
 
 
 def _json_line(done: subprocess.CompletedProcess[str]) -> list[dict]:
@@ -105,21 +107,41 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
             continue
         seen[digest] = facts["name"]
         entries.append(Entry(facts["name"], asset, Path(facts.get("scene", asset)), facts))
-    spec = {
-        "files": [
-            {"scene": str(e.scene), "png": str(root / "reference" / f"{i}.png")}
-            for i, e in enumerate(entries)
-        ],
-        **SETTINGS,
-    }
+    # Each reference is rendered by the Blender the worker will pick for that file (its own release, else
+    # the oldest newer one), so the comparison is Blender against the worker in the same Blender.
     (root / "reference").mkdir()
-    (root / "spec.json").write_text(json.dumps(spec))
-    for entry, result in zip(
-        entries, _run([sys.executable, str(CORPUS), "reference", str(root / "spec.json")]), strict=True
-    ):
-        entry.reference_png = Path(result["png"]) if "png" in result else None
-        entry.reference_error = result.get("error")
+    pythons = _bpy_pythons()
+    by_release: dict[str, list[tuple[int, Entry]]] = {}
+    for index, entry in enumerate(entries):
+        by_release.setdefault(_renders_in(read_blend_version(entry.scene)), []).append((index, entry))
+    for release, group in sorted(by_release.items()):
+        spec = {
+            "files": [{"scene": str(e.scene), "png": str(root / "reference" / f"{i}.png")} for i, e in group],
+            **SETTINGS,
+        }
+        spec_path = root / f"spec-{release}.json"
+        spec_path.write_text(json.dumps(spec))
+        results = _run([pythons[release], str(CORPUS), "reference", str(spec_path)])
+        for (_, entry), result in zip(group, results, strict=True):
+            entry.reference_png = Path(result["png"]) if "png" in result else None
+            entry.reference_error = result.get("error")
+            entry.renders_in = release
     return entries
+
+
+def _bpy_pythons() -> dict[str, str]:
+    """The worker's Blenders in this test: the bpy 4.2, 4.5 and 5.0 modules (each runs in the sandbox)."""
+    pythons, failures = bpy_matrix.read_environment(os.environ)
+    for release in ("4.2", "5.0"):
+        if release not in pythons:
+            pytest.fail(f"bpy {release} is not set up ({failures.get(release, 'not provisioned')})")
+    return {"4.2": pythons["4.2"], "4.5": sys.executable, "5.0": pythons["5.0"]}
+
+
+def _renders_in(saved_by: BlendVersion) -> str:
+    """The release of ``_bpy_pythons`` that opens a file saved by ``saved_by``, by the worker's rule."""
+    releases = [BlendVersion.parse(r) for r in ("4.2", "4.5", "5.0")]
+    return str(min(r for r in releases if r >= saved_by))
 
 
 def _submit(devnet: Devnet, asset: Path) -> str:
@@ -148,7 +170,11 @@ def test_every_honest_scene_renders_as_blender_renders_it(
 ) -> None:
     jobs = {_submit(devnet, entry.asset): entry for entry in corpus}
     env = worker_env(
-        devnet, tmp_path / "data", RENDER_SANDBOX=sandbox, VERIFRAME_SHADER_CACHE=str(shader_cache)
+        devnet,
+        tmp_path / "data",
+        RENDER_SANDBOX=sandbox,
+        VERIFRAME_SHADER_CACHE=str(shader_cache),
+        BLENDER_PATH=os.pathsep.join(_bpy_pythons().values()),
     )
     run = run_worker(env, "--max-jobs", str(len(jobs)), timeout=900)
     log = run.output
@@ -160,6 +186,8 @@ def test_every_honest_scene_renders_as_blender_renders_it(
         job = requests.get(f"{devnet.backend_url}/jobs/{job_id}", timeout=10).json()
         if entry.reference_error is None:
             assert job["status"] == "completed", f"{entry.name}: {_failure(log, job_id)}"
+            rendered = next(ln for ln in log.splitlines() if f"/jobs/{job_id}/render/render0001.png (" in ln)
+            assert f"Blender {entry.renders_in}." in rendered, (entry.name, rendered)
             png = tmp_path / f"{job_id}.png"
             png.write_bytes(
                 requests.get(f"{devnet.env['IPFS_GATEWAY']}/{job['full_result_cid']}", timeout=10).content
