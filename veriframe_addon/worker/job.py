@@ -96,8 +96,9 @@ class JobFlow:
                 raise RenderError(f"the scene {blend} of a resumed job is gone; it cannot be rendered")
             saved_by = read_blend_version(blend)
             wanted = BlendVersion.parse(settings.blender_version) if settings.blender_version else None
-            blender = self.blenders().for_file(saved_by, wanted)
-            renderer = self.blenders().renderer_for(blender)
+            blenders = self.blenders()
+            blender = blenders.for_file(saved_by, wanted)
+            renderer = blenders.renderer_for(blender)
             log.info(
                 "[Worker] Validating and rendering %s (%s, frame %d, %s) in Blender %s (saved by %s)",
                 blend.name,

@@ -22,13 +22,18 @@ MAX_EXPANSION_RATIO = 100
 EXPANSION_FLOOR = 64 * MIB
 
 
+def machine_memory_bytes() -> int | None:
+    """The machine's RAM (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def default_render_memory_mb() -> int:
     """Three quarters of the machine's RAM (0, meaning no cap, where that cannot be read)."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return 0
-    return int(total * 3 / 4 / MIB)
+    total = machine_memory_bytes()
+    return int(total * 3 / 4 / MIB) if total else 0
 
 
 @dataclass(frozen=True)

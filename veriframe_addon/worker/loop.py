@@ -60,7 +60,7 @@ class Worker:
         self.auth = AuthSession(transport, config.worker_address, StarkSigner(config.private_key))
         self.backend = BackendClient(transport, self.auth)
         self.books = Bookkeeper(config, self.backend, self.board, self.stop)
-        self.blender_commands = commands_from(config.blender_path)
+        commands_from(config.blender_path)  # a malformed BLENDER_PATH fails here, before any network
         self.flow = JobFlow(
             config,
             ipfs=client_from_config(config, stop=self.stop),
@@ -125,17 +125,7 @@ class Worker:
         if self._blenders is not None:
             return self._blenders
         cfg = self.config
-        inventory, failures = BlenderInventory.probe_all(
-            self.blender_commands,
-            cfg.sandbox,
-            render_timeout=cfg.render_timeout,
-            shader_cache=cfg.shader_cache,
-            limits=cfg.limits,
-            cpu=cfg.cpu,
-            device=cfg.render_device,
-            gpus=cfg.render_gpus,
-            gpu_backend=cfg.render_gpu_backend,
-        )
+        inventory, failures = BlenderInventory.from_config(cfg)
         for failure in failures:
             log.warning("[Worker] Left out a Blender that does not work: %s", failure)
         several = len(inventory.blenders) > 1

@@ -28,7 +28,7 @@ from ..ipfs.cid import cid_of_bytes
 from ..ipfs.client import IpfsClient, client_from_config, shown_url
 from ..net.retry import RetryPolicy
 from ..net.transport import JsonTransport
-from ..render.inventory import BlenderInventory, commands_from
+from ..render.inventory import BlenderInventory
 from ..render.sandbox import platform_has_sandbox
 
 log = logging.getLogger("veriframe.worker")
@@ -96,9 +96,7 @@ class _Blenders:
 
     def probed(self) -> tuple[BlenderInventory, list[str]]:
         if self._probed is None:
-            self._probed = BlenderInventory.probe_all(
-                commands_from(self.config.blender_path), self.config.sandbox
-            )
+            self._probed = BlenderInventory.from_config(self.config)
         return self._probed
 
     def blenders(self, _config: WorkerConfig) -> str:

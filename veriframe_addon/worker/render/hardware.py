@@ -6,9 +6,10 @@ string elsewhere), cores and memory. GPUs are what each Blender's Cycles sees (`
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
+
+from ..limits import machine_memory_bytes
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
@@ -25,7 +26,5 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 def ram_gb() -> float | None:
     """The machine's memory in GB (None where the OS does not say)."""
-    try:
-        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
-    except (AttributeError, ValueError, OSError):
-        return None
+    total = machine_memory_bytes()
+    return round(total / 1e9, 1) if total else None

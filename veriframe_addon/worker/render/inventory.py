@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import WorkerConfig
 from ..errors import ConfigError, RenderError
 from ..limits import CpuBudget, RenderLimits
 from ..scene.blend_header import BlendVersion
@@ -168,6 +169,21 @@ class BlenderInventory:
             for blender in found
         }
         return cls(found, renderers), failures
+
+    @classmethod
+    def from_config(cls, config: WorkerConfig) -> tuple[BlenderInventory, list[str]]:
+        """``probe_all`` with everything the operator set: the Blenders, sandbox, device and render caps."""
+        return cls.probe_all(
+            commands_from(config.blender_path),
+            config.sandbox,
+            render_timeout=config.render_timeout,
+            shader_cache=config.shader_cache,
+            limits=config.limits,
+            cpu=config.cpu,
+            device=config.render_device,
+            gpus=config.render_gpus,
+            gpu_backend=config.render_gpu_backend,
+        )
 
     def renderer_for(self, blender: InstalledBlender) -> BlenderRenderer:
         return self._renderers[blender.command.executable]
