@@ -150,13 +150,48 @@ def scenario_draw_states(args: dict) -> dict:
             SimpleNamespace(
                 layout=RecordingLayout(prefs_calls),
                 key_source=source,
-                **{k: getattr(prefs, k) for k in ("backend_url",)},
+                **{k: getattr(prefs, k) for k in ("backend_url", "blenders", "blender_index")},
             ),
             bpy.context,
         )
     operators.SESSION.worker = None
     addon_utils.disable(ADDON, default_set=True, handle_error=None)
     return {"drawn": drawn, "prefs_calls": len(prefs_calls)}
+
+
+def scenario_blender_list(args: dict) -> dict:
+    """The render-Blender list: the operators edit it, it becomes BLENDER_PATH, and it survives a restart.
+
+    ``write`` adds ``paths`` (one twice) and this Blender, removes the last, and saves the preferences;
+    ``read`` (a new process, same user config) only reports what Blender loaded.
+    """
+    if args["phase"] == "read":
+        bpy.ops.wm.read_userpref()  # the bpy module starts on factory preferences; Blender reads them
+    addon_utils.enable(ADDON, default_set=True, handle_error=None)  # before any import of it: no reload
+    from veriframe_addon import operators
+
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    result: dict[str, Any] = {}
+    if args["phase"] == "write":
+        result["empty_remove_poll"] = bpy.ops.veriframe.blender_remove.poll()
+        twice = [*args["paths"], args["paths"][0]]
+        outcomes = [bpy.ops.veriframe.blender_add(filepath=path) for path in twice]
+        result["add_outcomes"] = [sorted(outcome) for outcome in outcomes]
+        result["add_running"] = sorted(bpy.ops.veriframe.blender_add_running())
+        result["after_add"] = [entry.path for entry in prefs.blenders]
+        prefs.blender_index = len(prefs.blenders) - 1
+        result["remove"] = sorted(bpy.ops.veriframe.blender_remove())
+        bpy.ops.wm.save_userpref()
+    result["listed"] = [entry.path for entry in prefs.blenders]
+    config = operators.build_config(environ=args["env"])
+    result["blender_path"] = config.blender_path
+    calls: list = []
+    bpy.types.VERIFRAME_UL_blenders.draw_item(
+        None, bpy.context, RecordingLayout(calls), prefs, prefs.blenders[0], 0, prefs, "blender_index"
+    )
+    result["row_calls"] = [name for name, _ in calls]
+    addon_utils.disable(ADDON, default_set=True, handle_error=None)
+    return result
 
 
 def scenario_run_job(args: dict) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,35 @@ def test_registers_and_unregisters_cleanly_twice() -> None:
 
 def test_panel_draws_every_state(tmp_path: Path) -> None:
     assert_draw_states(probe("draw-states", draw_states_args(tmp_path))["drawn"])
+
+
+def test_render_blender_list_edits_persists_and_becomes_blender_path(tmp_path: Path) -> None:
+    """The preferences' Blender list is what the worker renders with, joined as BLENDER_PATH joins it."""
+    first, second = tmp_path / "blender-4.2" / "blender", tmp_path / "bpy-5.0" / "bin" / "python"
+    user = tmp_path / "blender-user"
+    (user / "config").mkdir(parents=True)  # Blender honours BLENDER_USER_CONFIG only if it exists
+    env = draw_states_args(tmp_path)["env"]
+    probe_env = {
+        **{k: v for k, v in os.environ.items() if k != "BLENDER_PATH"},
+        "BLENDER_USER_RESOURCES": str(user),
+        "BLENDER_USER_CONFIG": str(user / "config"),
+    }
+    args = {"env": env, "paths": [str(first), str(second)]}
+    written = probe("blender-list", {**args, "phase": "write"}, env=probe_env)
+
+    assert written["empty_remove_poll"] is False  # nothing to remove yet
+    assert written["add_outcomes"] == [["FINISHED"], ["FINISHED"], ["CANCELLED"]]  # the same path twice: once
+    assert written["after_add"][:2] == [str(first), str(second)] and len(written["after_add"]) == 3
+    assert written["add_running"] == ["FINISHED"] and written["after_add"][2] == sys.executable  # bpy module
+    assert written["remove"] == ["FINISHED"]
+    assert written["listed"] == [str(first), str(second)]
+    assert written["blender_path"] == os.pathsep.join([str(first), str(second)])
+    assert written["row_calls"] == ["prop"]
+
+    assert (user / "config" / "userpref.blend").is_file()
+    reread = probe("blender-list", {**args, "phase": "read"}, env=probe_env)  # a new Blender, same user
+    assert reread["listed"] == [str(first), str(second)]
+    assert reread["blender_path"] == written["blender_path"]
 
 
 def test_start_operator_runs_a_job_and_the_key_stays_out_of_userprefs(

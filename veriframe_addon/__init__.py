@@ -20,7 +20,7 @@ bl_info = {
 def _classes() -> tuple:
     from . import operators, panel, preferences
 
-    return (preferences.VeriFramePreferences, *operators.CLASSES, *panel.CLASSES)
+    return (*preferences.CLASSES, *operators.CLASSES, *panel.CLASSES)
 
 
 def _after_file_load(_unused: object = None) -> None:

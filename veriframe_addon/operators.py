@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,10 +33,15 @@ def build_config(
     environ = dict(os.environ) if environ is None else environ
     prefs = get_preferences(context)
     values = preference_values(prefs)
-    if not values.get("blender_path") and not environ.get("BLENDER_PATH") and bpy.app.binary_path:
-        values["blender_path"] = bpy.app.binary_path  # default: render with the Blender that is running
+    if not values.get("blender_path") and not environ.get("BLENDER_PATH"):
+        values["blender_path"] = running_blender()  # default: render with the Blender that is running
     key_source = prefs.key_source if prefs is not None else "ENV"
     return SESSION.build_config(values, key_source, key_file_path(), environ=environ)
+
+
+def running_blender() -> str:
+    """This Blender as a render Blender: its executable, or for the ``bpy`` module the Python running it."""
+    return bpy.app.binary_path or sys.executable
 
 
 def render_preview_icon(path: Path | None) -> int:
@@ -234,6 +240,73 @@ class VERIFRAME_OT_save_key_file(_KeyEntry, bpy.types.Operator):
         return {"FINISHED"}
 
 
+class VERIFRAME_OT_blender_add(bpy.types.Operator):
+    """Add a Blender executable, or a Python with the bpy module, to the render Blenders"""
+
+    bl_idname = "veriframe.blender_add"
+    bl_label = "Add render Blender"
+    bl_options = {"INTERNAL"}
+
+    filepath: bpy.props.StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        return add_render_blender(self, context, self.filepath)
+
+
+class VERIFRAME_OT_blender_add_running(bpy.types.Operator):
+    """Add the Blender that is running now to the render Blenders"""
+
+    bl_idname = "veriframe.blender_add_running"
+    bl_label = "Add this Blender"
+    bl_options = {"INTERNAL"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        return add_render_blender(self, context, running_blender())
+
+
+class VERIFRAME_OT_blender_remove(bpy.types.Operator):
+    """Remove the selected Blender from the render Blenders"""
+
+    bl_idname = "veriframe.blender_remove"
+    bl_label = "Remove render Blender"
+    bl_options = {"INTERNAL"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        prefs = get_preferences(context)
+        return prefs is not None and len(prefs.blenders) > 0
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        prefs = get_preferences(context)
+        assert prefs is not None  # poll
+        index = min(prefs.blender_index, len(prefs.blenders) - 1)
+        prefs.blenders.remove(index)
+        prefs.blender_index = max(0, index - 1)
+        context.preferences.is_dirty = True
+        return {"FINISHED"}
+
+
+def add_render_blender(operator: bpy.types.Operator, context: bpy.types.Context, path: str) -> set[str]:
+    """Appends ``path`` to the list unless it is empty or already there (which is said, not an error)."""
+    prefs = get_preferences(context)
+    path = bpy.path.abspath(path).strip() if path else ""
+    if prefs is None or not path:
+        operator.report({"ERROR"}, "No Blender chosen")
+        return {"CANCELLED"}
+    if any(entry.path == path for entry in prefs.blenders):
+        operator.report({"INFO"}, f"{path} is already a render Blender")
+        return {"CANCELLED"}
+    prefs.blenders.add().path = path
+    prefs.blender_index = len(prefs.blenders) - 1
+    context.preferences.is_dirty = True
+    operator.report({"INFO"}, f"Added {path}; Check setup probes it")
+    return {"FINISHED"}
+
+
 CLASSES = (
     VERIFRAME_OT_monitor,
     VERIFRAME_OT_start,
@@ -241,4 +314,7 @@ CLASSES = (
     VERIFRAME_OT_check_setup,
     VERIFRAME_OT_enter_session_key,
     VERIFRAME_OT_save_key_file,
+    VERIFRAME_OT_blender_add,
+    VERIFRAME_OT_blender_add_running,
+    VERIFRAME_OT_blender_remove,
 )

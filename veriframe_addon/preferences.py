@@ -1,4 +1,4 @@
-"""Add-on preferences: where the backend and IPFS are, which wallet, which Blender renders.
+"""Add-on preferences: where the backend and IPFS are, which wallet, which Blenders render.
 
 Saved in userpref.blend as plain bytes, so the private key is NOT a preference: the operator picks where
 it comes from (environment, a 0600 key file in the extension's user folder, or typed for this session).
@@ -8,6 +8,7 @@ the ``.env`` file only.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import bpy
@@ -33,6 +34,40 @@ def key_file_path() -> Path:
     return Path(folder) / KEY_FILE_NAME
 
 
+class RenderBlender(bpy.types.PropertyGroup):
+    """One entry of the render-Blender list: a Blender executable, or a Python with the ``bpy`` module."""
+
+    path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Blender",
+        description="A Blender executable, or a Python that has the bpy module (e.g. a venv with "
+        "pip's bpy package)",
+        subtype="FILE_PATH",
+        default="",
+    )
+
+
+class VERIFRAME_UL_blenders(bpy.types.UIList):
+    """The render Blenders, one row each; each job renders in the one of its file's version."""
+
+    def draw_item(
+        self,
+        context: bpy.types.Context,
+        layout: bpy.types.UILayout,
+        data: object,
+        item: RenderBlender,
+        icon: int,
+        active_data: object,
+        active_propname: str,
+        index: int = 0,
+    ) -> None:
+        layout.prop(item, "path", text="", emboss=False, icon="BLENDER")
+
+
+def blender_list(prefs: VeriFramePreferences) -> str:
+    """The list as ``BLENDER_PATH`` spells it: paths joined by the OS path separator, blanks left out."""
+    return os.pathsep.join(entry.path.strip() for entry in prefs.blenders if entry.path.strip())
+
+
 def get_preferences(context: bpy.types.Context | None = None) -> VeriFramePreferences | None:
     addon = (context or bpy.context).preferences.addons.get(PACKAGE)
     return addon.preferences if addon is not None else None  # type: ignore[return-value]
@@ -43,9 +78,14 @@ def preference_values(prefs: VeriFramePreferences | None) -> dict[str, object]:
     if prefs is None:
         return {}
     properties = prefs.bl_rna.properties
-    return {
-        name: getattr(prefs, name) for name in PREF_TO_ENV if getattr(prefs, name) != properties[name].default
+    values: dict[str, object] = {
+        name: getattr(prefs, name)
+        for name in PREF_TO_ENV
+        if name in properties and getattr(prefs, name) != properties[name].default
     }
+    if blenders := blender_list(prefs):
+        values["blender_path"] = blenders
+    return values
 
 
 class VeriFramePreferences(bpy.types.AddonPreferences):
@@ -96,16 +136,8 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         description="Pinata's API base (empty: PINATA_API_URL or https://api.pinata.cloud)",
         default="",
     )
-    blender_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Render Blenders",
-        description=(
-            "Blender executables, or Pythons with the bpy module, for renders; several separated by the "
-            "OS path separator (: on Linux and macOS, ; on Windows). Each file renders in the one of its "
-            "own version, else the oldest newer one (empty: this Blender)"
-        ),
-        subtype="FILE_PATH",
-        default="",
-    )
+    blenders: bpy.props.CollectionProperty(type=RenderBlender)  # type: ignore[valid-type]
+    blender_index: bpy.props.IntProperty(name="Selected Blender", default=0, min=0)  # type: ignore[valid-type]
     poll_interval: bpy.props.FloatProperty(  # type: ignore[valid-type]
         name="Poll interval",
         description="Seconds between job polls",
@@ -243,8 +275,8 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
             row.operator("veriframe.save_key_file", text="Save key to file", icon="LOCKED")
         elif self.key_source == "SESSION":
             col.operator("veriframe.enter_session_key", text="Enter key for this session", icon="KEY_HLT")
+        draw_blender_list(layout.column(), self)
         col = layout.column(heading="Rendering")
-        col.prop(self, "blender_path")
         col.prop(self, "poll_interval")
         col.prop(self, "render_timeout")
         col.prop(self, "render_device")
@@ -265,3 +297,17 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         ):
             col.prop(self, name)
         layout.operator("veriframe.check_setup", icon="CHECKMARK")
+
+
+def draw_blender_list(layout: bpy.types.UILayout, prefs: VeriFramePreferences) -> None:
+    """The Blender list with add/remove buttons; an empty list means "the Blender that is running"."""
+    layout.label(text="Render Blenders: each job renders in its file's version (none listed: this Blender)")
+    row = layout.row()
+    row.template_list("VERIFRAME_UL_blenders", "", prefs, "blenders", prefs, "blender_index", rows=3)
+    buttons = row.column(align=True)
+    buttons.operator("veriframe.blender_add", text="", icon="ADD")
+    buttons.operator("veriframe.blender_add_running", text="", icon="BLENDER")
+    buttons.operator("veriframe.blender_remove", text="", icon="REMOVE")
+
+
+CLASSES = (RenderBlender, VERIFRAME_UL_blenders, VeriFramePreferences)
