@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -107,20 +108,39 @@ def scenario_register_cycle(_: dict) -> dict:
     return result
 
 
+HELD = {"paused": "paused by the operator", "sleeping": "outside the schedule until 18:00"}
+
+
 def scenario_draw_states(args: dict) -> dict:
-    from veriframe_addon import operators
+    from veriframe_addon import operators, panel
     from veriframe_addon.worker.ops.setup_check import CheckResult
     from veriframe_addon.worker.ops.status_server import STATES
     from veriframe_addon.worker.runner import BackgroundWorker, LogLine
-    from veriframe_addon.worker.status import WorkerStatus
+    from veriframe_addon.worker.state.history import Earnings, HistoryEntry
+    from veriframe_addon.worker.status import BackendFigures, WorkerStatus
 
     addon_utils.enable(ADDON, default_set=True, handle_error=None)
-    drawn: dict[str, list[str]] = {"no worker": labels(draw_panel())}
+    drawn: dict[str, list[str]] = {"offline": labels(draw_panel())}  # online access is off by default
+    bpy.context.preferences.system.use_online_access = True
+    drawn["no worker"] = labels(draw_panel())
     config = operators.SESSION.build_config({}, "ENV", Path("/nonexistent"), environ=args["env"])
     worker = BackgroundWorker(config)  # never started: the panel only reads its status and log
     operators.SESSION.worker = worker
     png = Path(args["png"])
+    history = (
+        HistoryEntry("job-new", "completed", reward=10**15, thumbnail=str(png)),
+        HistoryEntry("job-old", "failed", reason="not a .blend file"),
+    )
+    panel.sync_history(bpy.context.window_manager, history)
+    history_rows = [
+        (row.text, row.failed, row.thumbnail) for row in bpy.context.window_manager.veriframe_history
+    ]
+    # A live thread stands for the worker's (which is never started here): the panel draws its controls.
+    alive = threading.Event()
+    stand_in = threading.Thread(target=alive.wait, daemon=True)
+    stand_in.start()
     for state in STATES:  # every state the worker publishes
+        worker._thread = stand_in if state != "stopped" else None
         worker.status = WorkerStatus(
             state=state,
             job_id="6f0c-job",
@@ -134,14 +154,26 @@ def scenario_draw_states(args: dict) -> dict:
             last_render=png,
             sandbox="sandboxed with bwrap (...)" if state == "rendering" else "NOT sandboxed: no bwrap",
             render_blender="Blender 4.2.23 LTS" if state == "rendering" else None,
+            creator="0xc0ffee",
+            held={"paused": "paused by the operator", "sleeping": "outside the schedule until 18:00"}.get(
+                state
+            ),
+            history=history,
+            earnings=Earnings(10**15, 2 * 10**15, 5 * 10**15, 5, 1),
+            backend_figures=BackendFigures(5 * 10**15, 5, 3.0),
         )
         worker.log_lines.append(LogLine("INFO", f"12:00:00 [Worker] state {state}"))
-        drawn[state] = labels(draw_panel())
+        calls = draw_panel()
+        drawn[state] = labels(calls)
+        drawn[f"{state} calls"] = [
+            kw.get("text") or kw.get("listtype_name") or name for name, kw in calls if name != "label"
+        ]
     operators.SESSION.checks = [
         CheckResult("Backend", True, "reachable", 0.1),
         CheckResult("IPFS gateway", False, "HTTP 404", 0.2),
     ]
     drawn["checks"] = labels(draw_panel())
+    alive.set()
     prefs_calls: list = []
     prefs = bpy.context.preferences.addons[ADDON].preferences
     for source in ("ENV", "FILE", "SESSION"):
@@ -156,7 +188,7 @@ def scenario_draw_states(args: dict) -> dict:
         )
     operators.SESSION.worker = None
     addon_utils.disable(ADDON, default_set=True, handle_error=None)
-    return {"drawn": drawn, "prefs_calls": len(prefs_calls)}
+    return {"drawn": drawn, "prefs_calls": len(prefs_calls), "history_rows": history_rows}
 
 
 def scenario_blender_list(args: dict) -> dict:
@@ -194,6 +226,26 @@ def scenario_blender_list(args: dict) -> dict:
     return result
 
 
+def scenario_offline_start(args: dict) -> dict:
+    """Online access off: Start and Check setup are refused with the reason, and nothing connects."""
+    from veriframe_addon import operators
+
+    os.environ.update(args["env"])
+    addon_utils.enable(ADDON, default_set=True, handle_error=None)
+    result: dict[str, Any] = {"online_access": bpy.app.online_access}
+    for name in ("start", "check_setup"):
+        try:
+            result[name] = sorted(getattr(bpy.ops.veriframe, name)())
+        except RuntimeError as exc:  # an operator's ERROR report raises in background mode
+            result[name] = str(exc)
+    time.sleep(2.0)  # a thread that was started anyway would have connected by now
+    result["worker"] = operators.SESSION.worker is not None
+    result["checks_running"] = operators.SESSION.checks_running
+    result["panel"] = labels(draw_panel())
+    addon_utils.disable(ADDON, default_set=True, handle_error=None)
+    return result
+
+
 def scenario_run_job(args: dict) -> dict:
     """Start from the operator, drive the monitor's tick as Blender's timer would, until one job is done."""
     from veriframe_addon import operators
@@ -204,6 +256,7 @@ def scenario_run_job(args: dict) -> dict:
     prefs.backend_url = args["env"]["BACKEND_API_URL"]
     prefs.wallet_address = args["env"]["WORKER_ADDRESS"]
     prefs.key_source = "SESSION"
+    bpy.context.preferences.system.use_online_access = True  # as the user does: Allow Online Access
     operators.SESSION.session_key = args["key"]
     os.environ.pop("WORKER_PRIVATE_KEY", None)
     assert bpy.ops.veriframe.start() == {"FINISHED"}
@@ -254,6 +307,7 @@ def scenario_disable_while_rendering(args: dict) -> dict:
 
     os.environ.update(args["env"])
     addon_utils.enable(ADDON, default_set=True, handle_error=None)
+    bpy.context.preferences.system.use_online_access = True
     assert bpy.ops.veriframe.start() == {"FINISHED"}
     deadline = time.monotonic() + 120
     children: list[int] = []

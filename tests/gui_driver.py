@@ -286,6 +286,8 @@ def _quit() -> None:
 def main() -> None:
     # A fresh user folder would otherwise greet us with the splash over the viewport.
     bpy.context.preferences.view.show_splash = False
+    # The user's one-time consent (Preferences > System > Allow Online Access): the worker needs it.
+    bpy.context.preferences.system.use_online_access = True
     driver = PanelDriver(_coord_dir())
     bpy.app.timers.register(driver.tick, first_interval=1.0, persistent=True)  # survives the reload
 

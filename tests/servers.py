@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -52,3 +53,47 @@ def serve_app(app: Callable[..., Any]) -> Iterator[str]:
             server.force_exit = True
             thread.join(STOP_TIMEOUT_S)
         sock.close()
+
+
+@contextlib.contextmanager
+def listening_socket() -> Iterator[tuple[int, list[str]]]:
+    """A port that records every connection made to it (and answers none): the proof that nothing
+    connected, for code that must stay offline. Yields the port and the list of peers seen."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.settimeout(0.1)
+    seen: list[str] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                peer, address = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            seen.append(f"{address[0]}:{address[1]}")
+            peer.close()
+
+    thread = threading.Thread(target=accept, name="listening-socket", daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1], seen
+    finally:
+        done.set()
+        thread.join(5)
+        sock.close()
+
+
+def settings_pointing_at(port: int, data_dir: Path) -> dict[str, str]:
+    """Worker settings whose backend, IPFS API and gateway are all ``port`` (a ``listening_socket``)."""
+    return {
+        "BACKEND_API_URL": f"http://127.0.0.1:{port}/api/v1",
+        "IPFS_API": f"/ip4/127.0.0.1/tcp/{port}",
+        "IPFS_GATEWAY": f"http://127.0.0.1:{port}/ipfs",
+        "WORKER_ADDRESS": "0x1",
+        "WORKER_PRIVATE_KEY": "0x2",
+        "VERIFRAME_DATA_DIR": str(data_dir),
+    }

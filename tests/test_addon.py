@@ -13,6 +13,7 @@ from PIL import Image
 from devnet.process import ROOT, Devnet
 
 from .conftest import worker_env
+from .servers import listening_socket, settings_pointing_at
 
 PROBE = Path(__file__).resolve().parent / "addon_probe.py"
 
@@ -62,6 +63,7 @@ def draw_states_args(tmp_path: Path) -> dict:
 
 def assert_draw_states(drawn: dict[str, list[str]]) -> None:
     assert drawn["no worker"] == ["Stopped"]
+    assert any("Allow Online Access is off" in text for text in drawn["offline"])
     assert drawn["downloading"][0] == "Downloading 42%" and drawn["rendering"][0] == "Rendering 42%"
     for state in ("signing-in", "polling", "claiming", "uploading", "reporting"):
         assert drawn[state][0] == state.replace("-", " ").capitalize()
@@ -75,6 +77,17 @@ def assert_draw_states(drawn: dict[str, list[str]]) -> None:
     assert not any(text.startswith("In Blender") for text in drawn["idle"])
     assert any("Cannot reach the VeriFrame backend" in text for text in drawn["polling"])
     assert any("Backend: reachable" in text for text in drawn["checks"])
+    # Rewards in token units; the earnings from the history and the backend's own figures.
+    assert "Earned 0.001 STRK" in drawn["idle"] and "Today 0.001 STRK" in drawn["idle"]
+    assert "Week 0.002 STRK" in drawn["idle"] and "All 0.005 STRK" in drawn["idle"]
+    assert "Backend: 5 jobs, 0.005 STRK, reputation 3" in drawn["idle"]
+    assert not any("wei" in text for state in drawn for text in drawn[state] if isinstance(text, str))
+    assert "No new jobs: paused by the operator" in drawn["paused"]
+    assert "No new jobs: outside the schedule until 18:00" in " ".join(drawn["sleeping"])  # wrapped
+    assert "Resume" in drawn["paused calls"] and "Pause" in drawn["rendering calls"]
+    assert "Never take jobs from this creator" in drawn["rendering calls"]
+    assert "VERIFRAME_UL_history" in drawn["idle calls"]
+    assert "Rendering 42%" in drawn["rendering calls"]  # the progress bar
     assert any("IPFS gateway: HTTP 404" in text for text in drawn["checks"])
 
 
@@ -83,7 +96,11 @@ def test_registers_and_unregisters_cleanly_twice() -> None:
 
 
 def test_panel_draws_every_state(tmp_path: Path) -> None:
-    assert_draw_states(probe("draw-states", draw_states_args(tmp_path))["drawn"])
+    result = probe("draw-states", draw_states_args(tmp_path))
+    assert_draw_states(result["drawn"])
+    (new_text, new_failed, new_thumb), (old_text, old_failed, _) = result["history_rows"]
+    assert "0.001 STRK" in new_text and not new_failed and new_thumb.endswith("thumb.png")
+    assert "failed" in old_text and "not a .blend file" in old_text and old_failed
 
 
 def test_render_blender_list_edits_persists_and_becomes_blender_path(tmp_path: Path) -> None:
@@ -113,6 +130,19 @@ def test_render_blender_list_edits_persists_and_becomes_blender_path(tmp_path: P
     reread = probe("blender-list", {**args, "phase": "read"}, env=probe_env)  # a new Blender, same user
     assert reread["listed"] == [str(first), str(second)]
     assert reread["blender_path"] == written["blender_path"]
+
+
+def test_with_online_access_off_start_explains_and_nothing_connects(tmp_path: Path) -> None:
+    """Blender's extension rule: no network request while ``bpy.app.online_access`` is off."""
+    with listening_socket() as (port, connections):
+        env = settings_pointing_at(port, tmp_path / "worker")
+        result = probe("offline-start", {"env": env})
+        assert result["online_access"] is False
+        for name in ("start", "check_setup"):
+            assert "Allow Online Access is off" in result[name], result[name]
+        assert not result["worker"] and not result["checks_running"]
+        assert any("Allow Online Access is off" in text for text in result["panel"])
+        assert connections == [], "a request was made with online access off"
 
 
 def test_start_operator_runs_a_job_and_the_key_stays_out_of_userprefs(

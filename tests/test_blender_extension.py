@@ -22,6 +22,7 @@ from devnet.process import ROOT, Devnet
 
 from .conftest import worker_env
 from .processes import pids_with
+from .servers import listening_socket, settings_pointing_at
 
 
 @functools.cache
@@ -113,7 +114,10 @@ def test_extension_runs_headless_with_addons_argument(
     job_id = devnet.cli("submit", str(sample_blend)).strip()
     env = {**installed, **worker_env(devnet, tmp_path / "worker")}
     code, output, argv_hits = _completes_job(
-        [str(blender_binary), "-b", "--addons", "bl_ext.user_default.veriframe_addon"], env, job_id, tmp_path
+        [str(blender_binary), "-b", "--online-mode", "--addons", "bl_ext.user_default.veriframe_addon"],
+        env,
+        job_id,
+        tmp_path,
     )
     assert "SIGTERM received" in output and code == 0, output[-2000:]
     assert "Blender found: Blender 4." in output
@@ -128,7 +132,7 @@ def test_cli_command_takes_max_jobs(
     env = {**installed, **worker_env(devnet, tmp_path / "worker")}
     env.pop("BLENDER_PATH", None)
     code, output, argv_hits = _run_until_completed(
-        [str(blender_binary), "-c", "veriframe", "--max-jobs", "1"],
+        [str(blender_binary), "--online-mode", "-c", "veriframe", "--max-jobs", "1"],
         env,
         job_id,
         stop=False,
@@ -141,6 +145,26 @@ def test_cli_command_takes_max_jobs(
     assert not userpref.exists() or env["WORKER_PRIVATE_KEY"].encode() not in userpref.read_bytes()
 
 
+def test_headless_blender_stays_offline_unless_online_mode(
+    blender_binary: Path, installed: dict[str, str], tmp_path: Path
+) -> None:
+    """``--offline-mode``, or no ``--online-mode`` with online access never allowed: the worker says why,
+    exits 2, and makes no request (every address it could use is a port that records connections)."""
+    with listening_socket() as (port, connections):
+        env = {**installed, **settings_pointing_at(port, tmp_path / "worker")}
+        offline = _blender(
+            blender_binary, "-b", "--offline-mode", "--addons", "bl_ext.user_default.veriframe_addon", env=env
+        )
+        never_allowed = _blender(blender_binary, "-c", "veriframe", "--max-jobs", "1", env=env)
+        doctor = _blender(blender_binary, "--offline-mode", "-c", "veriframe", "doctor", env=env)
+    assert offline.returncode == 2, offline.stdout[-2000:] + offline.stderr[-2000:]
+    assert "started with --offline-mode" in offline.stderr
+    assert never_allowed.returncode == 2 and "Allow Online Access is off" in never_allowed.stderr
+    assert "--online-mode" in never_allowed.stderr  # the way out is named
+    assert doctor.returncode == 2 and "started with --offline-mode" in doctor.stderr
+    assert connections == [], "a request was made with online access off"
+
+
 def test_doctor_runs_inside_blender_and_names_what_is_broken(
     blender_binary: Path, installed: dict[str, str], devnet: Devnet, tmp_path: Path
 ) -> None:
@@ -150,7 +174,7 @@ def test_doctor_runs_inside_blender_and_names_what_is_broken(
     # README, Security): with the sandbox on "auto" doctor would rightly name it.
     env = {**installed, **worker_env(devnet, tmp_path / "worker"), "RENDER_SANDBOX": "off"}
     env.pop("BLENDER_PATH", None)
-    healthy = _blender(blender_binary, "-c", "veriframe", "doctor", env=env)
+    healthy = _blender(blender_binary, "--online-mode", "-c", "veriframe", "doctor", env=env)
     output = healthy.stdout + healthy.stderr
     assert healthy.returncode == 0, output[-3000:]
     assert "doctor: all" in output and "checks passed" in output
@@ -158,7 +182,9 @@ def test_doctor_runs_inside_blender_and_names_what_is_broken(
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         dead_api = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    broken = _blender(blender_binary, "-c", "veriframe", "doctor", env={**env, "IPFS_API": dead_api})
+    broken = _blender(
+        blender_binary, "--online-mode", "-c", "veriframe", "doctor", env={**env, "IPFS_API": dead_api}
+    )
     output = broken.stdout + broken.stderr
     assert broken.returncode == 5, output[-3000:]
     assert "doctor: 1 problem(s): IPFS API" in output
@@ -199,6 +225,6 @@ def test_legacy_addon_install_runs_headless(
         **worker_env(devnet, tmp_path / "w"),
     }
     code, _, _ = _completes_job(
-        [str(blender_binary), "-b", "--addons", "veriframe_addon"], env, job_id, tmp_path
+        [str(blender_binary), "-b", "--online-mode", "--addons", "veriframe_addon"], env, job_id, tmp_path
     )
     assert code == 0

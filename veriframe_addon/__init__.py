@@ -38,10 +38,11 @@ def register() -> None:
 
     import bpy
 
-    from . import headless
+    from . import headless, panel
 
     for cls in _classes():
         bpy.utils.register_class(cls)
+    panel.register_properties()
     headless.register()
     persistent = bpy.app.handlers.persistent(_after_file_load)
     if persistent not in bpy.app.handlers.load_post:
@@ -54,7 +55,7 @@ def unregister() -> None:
     """Stops the worker (killing a render child) before the code it runs goes away."""
     import bpy
 
-    from . import headless, operators
+    from . import headless, operators, panel
 
     operators.SESSION.stop_worker(now=True, wait=30.0)
     for handler in list(bpy.app.handlers.load_post):
@@ -62,5 +63,6 @@ def unregister() -> None:
             bpy.app.handlers.load_post.remove(handler)
     headless.unregister()
     operators.free_previews()
+    panel.unregister_properties()
     for cls in reversed(_classes()):
         bpy.utils.unregister_class(cls)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import bpy
 
-from .operators import build_config
+from .operators import build_config, offline_reason
 from .preferences import PACKAGE
 from .worker.config import WorkerConfig, parse_env_file
 from .worker.doctor import run_doctor
-from .worker.service import argument_parser, serve
+from .worker.service import EXIT_CONFIG, argument_parser, run_history, run_pause, serve
 
 # Arguments that give background Blender a job of its own: the worker must not take over then.
 OTHER_WORK_ARGS = {
@@ -45,10 +45,25 @@ def _config(env_file: Path | None) -> WorkerConfig:
 
 
 def cli_command(argv: list[str]) -> int:
-    """``blender -c veriframe [--max-jobs N] [--env-file F]``, or ``blender -c veriframe doctor``."""
+    """``blender -c veriframe [--max-jobs N] [--env-file F]``, or ``... doctor``, ``pause``, ``resume``."""
+    if argv[:1] == ["history"]:  # no network: the data folder's database
+        return run_history(argv[1:], "blender -c veriframe")
+    if argv[:1] in (["pause"], ["resume"]):  # no network: a file in the data folder
+        return run_pause(argv[1:], "blender -c veriframe", pause=argv[0] == "pause")
+    if _refused_offline("blender --online-mode -c veriframe"):
+        return EXIT_CONFIG
     if argv[:1] == ["doctor"]:
         return run_doctor(argv[1:], "blender -c veriframe doctor", make_config=_config)
     return serve(argument_parser("blender -c veriframe").parse_args(argv), make_config=_config)
+
+
+def _refused_offline(command: str) -> bool:
+    """Headless Blender follows the same rule as the GUI: no network while online access is off."""
+    reason = offline_reason()
+    if reason is None:
+        return False
+    print(f"VeriFrame: {reason}. Example: {command}", file=sys.stderr, flush=True)
+    return True
 
 
 def requested_by_addons_arg(argv: list[str]) -> bool:
@@ -79,6 +94,8 @@ def run_from_addons_arg() -> None:
     if _served:
         return
     _served = True
+    if _refused_offline("blender -b --online-mode --addons veriframe_addon"):
+        sys.exit(EXIT_CONFIG)
     code = serve(argument_parser("blender -b --addons veriframe_addon").parse_args([]), make_config=_config)
     sys.stdout.flush()
     if code:

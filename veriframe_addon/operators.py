@@ -36,7 +36,26 @@ def build_config(
     if not values.get("blender_path") and not environ.get("BLENDER_PATH"):
         values["blender_path"] = running_blender()  # default: render with the Blender that is running
     key_source = prefs.key_source if prefs is not None else "ENV"
-    return SESSION.build_config(values, key_source, key_file_path(), environ=environ)
+    keystore = (
+        Path(bpy.path.abspath(prefs.keystore_path)) if prefs is not None and prefs.keystore_path else None
+    )
+    return SESSION.build_config(values, key_source, key_file_path(), environ=environ, keystore=keystore)
+
+
+def offline_reason() -> str | None:
+    """Why this Blender may not connect now (None: it may). Blender's extension rules: an add-on makes
+    no network request while ``bpy.app.online_access`` is off."""
+    if bpy.app.online_access:
+        return None
+    if bpy.app.online_access_override:
+        return (
+            "Blender was started with --offline-mode, so the worker may not connect: start Blender "
+            "without it (headless: with --online-mode)"
+        )
+    return (
+        "Allow Online Access is off (Preferences > System > Network), so the worker may not connect "
+        "to the VeriFrame network: turn it on to start"
+    )
 
 
 def running_blender() -> str:
@@ -60,11 +79,33 @@ def render_preview_icon(path: Path | None) -> int:
     return _previews[key].icon_id
 
 
+_history_previews: bpy.utils.previews.ImagePreviewCollection | None = None  # type: ignore[name-defined]
+HISTORY_ICONS_KEPT = 60
+
+
+def history_icon(path: Path) -> int:
+    """Icon id of a history thumbnail; Blender loads previews lazily, so drawing never waits on it."""
+    global _history_previews
+    if not path.is_file():
+        return 0
+    if _history_previews is None:
+        import bpy.utils.previews
+
+        _history_previews = bpy.utils.previews.new()
+    key = str(path)
+    if key not in _history_previews:
+        if len(_history_previews) >= HISTORY_ICONS_KEPT:
+            _history_previews.clear()
+        _history_previews.load(key, key, "IMAGE")
+    return _history_previews[key].icon_id
+
+
 def free_previews() -> None:
-    global _previews
-    if _previews is not None:
-        bpy.utils.previews.remove(_previews)
-        _previews = None
+    global _previews, _history_previews
+    for collection in (_previews, _history_previews):
+        if collection is not None:
+            bpy.utils.previews.remove(collection)
+    _previews = _history_previews = None
 
 
 def tag_redraw() -> None:
@@ -75,9 +116,19 @@ def tag_redraw() -> None:
                 area.tag_redraw()
 
 
+_synced_history: tuple = ()
+
+
 def monitor_tick() -> None:
     """One timer tick: drain the queues and redraw if anything changed. Kept to microseconds."""
+    global _synced_history
     if SESSION.drain():
+        history = SESSION.worker.status.history if SESSION.worker is not None else ()
+        if history is not _synced_history and bpy.context.window_manager is not None:
+            from .panel import sync_history  # the panel imports this module
+
+            sync_history(bpy.context.window_manager, history)
+            _synced_history = history
         tag_redraw()
 
 
@@ -142,6 +193,10 @@ class _ThreadLauncher:
     launch: Callable[[WorkerConfig], None]  # each subclass starts its own thread
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        offline = offline_reason()
+        if offline is not None:  # checked first: nothing below may reach the network
+            self.report({"ERROR"}, offline)  # type: ignore[attr-defined]
+            return {"CANCELLED"}
         try:
             config = build_config(context)
         except ConfigError as exc:
@@ -197,6 +252,44 @@ class VERIFRAME_OT_check_setup(_ThreadLauncher, bpy.types.Operator):
         SESSION.start_checks(config)
 
 
+class VERIFRAME_OT_pause(bpy.types.Operator):
+    """Pause: the job in hand finishes, then no new job is taken until Resume (the backend is told)"""
+
+    bl_idname = "veriframe.pause"
+    bl_label = "Pause"
+
+    resume: bpy.props.BoolProperty(name="Resume", default=False, options={"SKIP_SAVE"})  # type: ignore[valid-type]
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return SESSION.worker_running
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        assert SESSION.worker is not None  # poll
+        SESSION.worker.set_paused(not self.resume)
+        return {"FINISHED"}
+
+
+class VERIFRAME_OT_block_creator(bpy.types.Operator):
+    """Never take another job from this job's creator (remembered in the data folder)"""
+
+    bl_idname = "veriframe.block_creator"
+    bl_label = "Never take jobs from this creator"
+    bl_options = {"INTERNAL"}
+
+    creator: bpy.props.StringProperty(name="Creator", options={"SKIP_SAVE", "HIDDEN"})  # type: ignore[valid-type]
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        return context.window_manager.invoke_confirm(self, event)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if SESSION.worker is None or not self.creator:
+            return {"CANCELLED"}
+        SESSION.worker.block_creator(self.creator)
+        self.report({"INFO"}, f"No more jobs from {self.creator}")
+        return {"FINISHED"}
+
+
 class _KeyEntry:
     key: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Private key", subtype="PASSWORD", options={"SKIP_SAVE", "HIDDEN"}
@@ -219,6 +312,29 @@ class VERIFRAME_OT_enter_session_key(_KeyEntry, bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[str]:
         SESSION.session_key = self.key.strip() or None
         self.key = ""
+        return {"FINISHED"}
+
+
+class VERIFRAME_OT_enter_keystore_password(bpy.types.Operator):
+    """Type the keystore's password; it is kept in memory until Blender quits, never saved"""
+
+    bl_idname = "veriframe.enter_keystore_password"
+    bl_label = "Enter keystore password"
+    bl_options = {"INTERNAL"}
+
+    password: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Password", subtype="PASSWORD", options={"SKIP_SAVE", "HIDDEN"}
+    )
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        return context.window_manager.invoke_props_dialog(self)
+
+    def draw(self, context: bpy.types.Context) -> None:
+        self.layout.prop(self, "password")
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        SESSION.keystore_password = self.password or None
+        self.password = ""
         return {"FINISHED"}
 
 
@@ -312,7 +428,10 @@ CLASSES = (
     VERIFRAME_OT_start,
     VERIFRAME_OT_stop,
     VERIFRAME_OT_check_setup,
+    VERIFRAME_OT_pause,
+    VERIFRAME_OT_block_creator,
     VERIFRAME_OT_enter_session_key,
+    VERIFRAME_OT_enter_keystore_password,
     VERIFRAME_OT_save_key_file,
     VERIFRAME_OT_blender_add,
     VERIFRAME_OT_blender_add_running,

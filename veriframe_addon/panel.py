@@ -6,11 +6,15 @@ Drawing only reads what the timer already drained into ``SESSION``; it never wai
 from __future__ import annotations
 
 import textwrap
+import time
+from pathlib import Path
 
 import bpy
 
-from .operators import SESSION, render_preview_icon
+from .operators import SESSION, history_icon, offline_reason, render_preview_icon
 from .session import operator_message
+from .worker.policy.tokens import Token
+from .worker.status import WorkerStatus
 
 STATE_ICONS = {
     "stopped": "PAUSE",
@@ -18,6 +22,8 @@ STATE_ICONS = {
     "polling": "VIEWZOOM",
     "idle": "TIME",
     "waiting": "ERROR",
+    "paused": "PAUSE",
+    "sleeping": "SORTTIME",
     "claiming": "HAND",
     "downloading": "IMPORT",
     "rendering": "RENDER_STILL",
@@ -45,9 +51,99 @@ def _wrapped(layout: bpy.types.UILayout, text: str, width: int = 44, icon: str =
         layout.label(text=line, icon=icon if index == 0 else "BLANK1")
 
 
-def _wei(amount: int) -> str:
-    """Rewards are in wei; 18 digits do not fit a sidebar."""
-    return f"{amount:.3g} wei" if amount >= 10**6 else f"{amount} wei"
+def _shortened(text: str, width: int) -> str:
+    """``text`` cut from the end to ``width`` characters: Blender would clip its middle instead."""
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+class VeriFrameHistoryRow(bpy.types.PropertyGroup):
+    """One finished job as the history list shows it (filled from the worker's status by the timer)."""
+
+    job_id: bpy.props.StringProperty()  # type: ignore[valid-type]
+    text: bpy.props.StringProperty()  # type: ignore[valid-type]
+    detail: bpy.props.StringProperty()  # type: ignore[valid-type]
+    thumbnail: bpy.props.StringProperty(subtype="FILE_PATH")  # type: ignore[valid-type]
+    failed: bpy.props.BoolProperty()  # type: ignore[valid-type]
+
+
+class VERIFRAME_UL_history(bpy.types.UIList):
+    """The job history, newest first; scrolls, and filters by name like any Blender list."""
+
+    def draw_item(
+        self,
+        context: bpy.types.Context,
+        layout: bpy.types.UILayout,
+        data: object,
+        item: VeriFrameHistoryRow,
+        icon: int,
+        active_data: object,
+        active_propname: str,
+        index: int = 0,
+    ) -> None:
+        thumb = history_icon(Path(item.thumbnail)) if item.thumbnail else 0
+        row = layout.row()
+        if thumb:
+            row.label(text=item.text, icon_value=thumb)
+        else:
+            row.label(text=item.text, icon="CANCEL" if item.failed else "CHECKMARK")
+
+
+def sync_history(window_manager: bpy.types.WindowManager, history: tuple) -> None:
+    """Copies the status's history into the list's collection (main thread, from the timer)."""
+    rows = window_manager.veriframe_history
+    rows.clear()
+    token = SESSION.worker.config.filters.token if SESSION.worker is not None else Token()
+    for entry in history:
+        row = rows.add()
+        row.job_id = entry.job_id
+        when = time.strftime("%a %H:%M", time.localtime(entry.finished_at))
+        if entry.outcome == "completed":
+            row.text = f"{when}  {token.format(entry.reward)}  {entry.job_id[:8]}"
+        else:
+            row.text = f"{when}  failed  {entry.job_id[:8]}: {entry.reason or ''}"
+        row.failed = entry.outcome != "completed"
+        row.thumbnail = entry.thumbnail or ""
+
+
+def register_properties() -> None:
+    bpy.types.WindowManager.veriframe_history = bpy.props.CollectionProperty(type=VeriFrameHistoryRow)
+    bpy.types.WindowManager.veriframe_history_index = bpy.props.IntProperty(default=0)
+
+
+def unregister_properties() -> None:
+    for name in ("veriframe_history", "veriframe_history_index"):
+        if hasattr(bpy.types.WindowManager, name):
+            delattr(bpy.types.WindowManager, name)
+
+
+def _draw_earnings(layout: bpy.types.UILayout, status: WorkerStatus, worker: object) -> None:
+    """Earnings from this node's history, the backend's own figures, and the history list."""
+    token = worker.config.filters.token if worker is not None else Token()  # type: ignore[attr-defined]
+    box = layout.box()
+    box.label(text="Earnings", icon="FUND")
+    if status.earnings is not None:
+        earned = status.earnings
+        grid = box.grid_flow(columns=3, even_columns=True)
+        grid.label(text=f"Today {token.format(earned.today)}")
+        grid.label(text=f"Week {token.format(earned.week)}")
+        grid.label(text=f"All {token.format(earned.total)}")
+    figures = status.backend_figures
+    if figures is not None:
+        box.label(
+            text=f"Backend: {figures.jobs_completed} jobs, {token.format(figures.total_earnings)}, "
+            f"reputation {figures.reputation:g}"
+        )
+    wm = bpy.context.window_manager
+    if wm is not None and hasattr(wm, "veriframe_history") and len(wm.veriframe_history):
+        box.template_list(
+            listtype_name="VERIFRAME_UL_history",
+            list_id="",
+            dataptr=wm,
+            propname="veriframe_history",
+            active_dataptr=wm,
+            active_propname="veriframe_history_index",
+            rows=4,
+        )
 
 
 class VIEW3D_PT_veriframe(bpy.types.Panel):
@@ -67,9 +163,16 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
         if SESSION.worker_running:
             row.operator("veriframe.stop", text="Stop after current job", icon="PAUSE").now = False
             row.operator("veriframe.stop", text="Stop now", icon="CANCEL").now = True
+            paused = status is not None and status.state == "paused"
+            row.operator(
+                "veriframe.pause", text="Resume" if paused else "Pause", icon="PLAY" if paused else "PAUSE"
+            ).resume = paused
         else:
             row.operator("veriframe.start", text="Start", icon="PLAY")
         layout.operator("veriframe.check_setup", icon="CHECKMARK")
+        offline = offline_reason()
+        if offline is not None and not SESSION.worker_running:
+            _wrapped(layout.box(), offline, _chars_that_fit(context), icon="INTERNET_OFFLINE")
 
         box = layout.box()
         state = status.state if status is not None else "stopped"
@@ -80,21 +183,28 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
         if SESSION.worker_running and state == "stopped":
             text = "Starting"
         box.label(text=text, icon=STATE_ICONS.get(state, "QUESTION"))
+        if progress is not None and state in {"downloading", "rendering"}:
+            box.progress(factor=progress, type="BAR", text=f"{state.capitalize()} {progress * 100:.0f}%")
+        if status is not None and status.held:
+            _wrapped(box, f"No new jobs: {status.held}", _chars_that_fit(context))
         if status is not None:
             if status.verified is False:
                 box.label(text="Not verified yet: no jobs until an admin verifies you", icon="ERROR")
             if status.job_id:
                 box.label(text=f"Job {status.job_id}")
                 box.label(text=f"Asset {status.asset_cid or '-'}")
+                if status.creator:
+                    box.operator(
+                        "veriframe.block_creator", text="Never take jobs from this creator", icon="CANCEL"
+                    ).creator = status.creator
             if status.render_blender and (status.job_id or status.last_render):
                 # During a render: the Blender rendering it; after: the one that rendered the last result.
                 box.label(text=f"In {status.render_blender}", icon="BLENDER")
             grid = box.grid_flow(columns=2, even_columns=True)
             grid.label(text=f"Done {status.completed}")
             grid.label(text=f"Failed {status.failed}")
-            box.label(
-                text=f"Reward {_wei(status.reward_total)}"
-            )  # a third column clipped it to "Reward 1e..."
+            token = worker.config.filters.token if worker is not None else Token()
+            box.label(text=f"Earned {token.format(status.reward_total)}")  # this session
             if status.sandbox:
                 sandboxed = status.sandbox.startswith("sandboxed")
                 box.label(
@@ -114,6 +224,9 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
             col.label(text="Last render")
             col.template_icon(icon_value=icon, scale=6.0)
 
+        if status is not None and (status.earnings is not None or status.backend_figures is not None):
+            _draw_earnings(layout, status, worker)
+
         if SESSION.checks or SESSION.checks_running:
             checks = layout.box()
             checks.label(text="Setup check" + (" (running)" if SESSION.checks_running else ""))
@@ -128,9 +241,13 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
         if worker is not None and worker.log_lines:
             logs = layout.box()
             logs.label(text="Recent log")
+            width = _chars_that_fit(context)
             for line in list(worker.log_lines)[-LOG_LINES_SHOWN:]:
-                text = line.text.replace("[Worker] ", "", 1)[:90]  # every line has it; the room is scarce
-                logs.label(text=text, icon="ERROR" if line.level in {"ERROR", "WARNING"} else "DOT")
+                text = line.text.replace("[Worker] ", "", 1)  # every line has it; the room is scarce
+                logs.label(
+                    text=_shortened(text, width),
+                    icon="ERROR" if line.level in {"ERROR", "WARNING"} else "DOT",
+                )
 
 
-CLASSES = (VIEW3D_PT_veriframe,)
+CLASSES = (VeriFrameHistoryRow, VERIFRAME_UL_history, VIEW3D_PT_veriframe)

@@ -107,8 +107,20 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
             ("ENV", "Environment", "WORKER_PRIVATE_KEY from the environment Blender was started with"),
             ("FILE", "Key file", "A file only you can read (0600) in the extension's user folder"),
             ("SESSION", "This session only", "Typed in now, kept in memory until Blender quits"),
+            (
+                "KEYSTORE",
+                "Keystore",
+                "An encrypted JSON keystore (as starkli writes); its password typed for this session",
+            ),
         ],
         default="ENV",
+    )
+    keystore_path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Keystore",
+        description="The encrypted JSON keystore file (Web3 Secret Storage, e.g. from 'starkli signer "
+        "keystore new'); its password is never saved",
+        subtype="FILE_PATH",
+        default="",
     )
     ipfs_api: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="IPFS API",
@@ -275,6 +287,9 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
             row.operator("veriframe.save_key_file", text="Save key to file", icon="LOCKED")
         elif self.key_source == "SESSION":
             col.operator("veriframe.enter_session_key", text="Enter key for this session", icon="KEY_HLT")
+        elif self.key_source == "KEYSTORE":
+            col.prop(self, "keystore_path")
+            col.operator("veriframe.enter_keystore_password", text="Enter keystore password", icon="KEY_HLT")
         draw_blender_list(layout.column(), self)
         col = layout.column(heading="Rendering")
         col.prop(self, "poll_interval")

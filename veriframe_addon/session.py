@@ -21,7 +21,7 @@ from .worker.errors import ConfigError
 from .worker.ops.setup_check import CheckResult, run_checks
 from .worker.runner import BackgroundWorker
 
-KEY_SOURCES = ("ENV", "FILE", "SESSION")
+KEY_SOURCES = ("ENV", "FILE", "SESSION", "KEYSTORE")
 KEY_FILE_NAME = "worker_private_key"
 
 # Preference name -> environment variable it stands for. The IPFS credentials (IPFS_API_AUTH, PINATA_JWT)
@@ -92,6 +92,7 @@ class TickStats:
 class ExtensionSession:
     worker: BackgroundWorker | None = None
     session_key: str | None = None
+    keystore_password: str | None = None  # typed for this session; memory only, like the session key
     checks: list[CheckResult] = field(default_factory=list)
     checks_running: bool = False
     ticks: TickStats = field(default_factory=TickStats)
@@ -104,20 +105,35 @@ class ExtensionSession:
         key_source: str,
         key_file: Path,
         environ: Mapping[str, str] | None = None,
+        keystore: Path | None = None,
     ) -> WorkerConfig:
-        """Preferences where set, the environment for the rest; the key from the chosen source only."""
+        """Preferences where set, the environment for the rest; the key from the chosen source only.
+
+        ``KEYSTORE``: ``keystore`` (else ``WORKER_KEYSTORE``) opened with the password typed this session
+        (else ``WORKER_KEYSTORE_PASSWORD``/``_FILE``); the key is decrypted into memory, never stored.
+        """
         env = dict(os.environ if environ is None else environ)
         for pref, variable in PREF_TO_ENV.items():
             value = prefs.get(pref)
             if value not in (None, "") and (value not in (0, 0.0) or pref in ZERO_IS_A_SETTING):
                 env[variable] = str(value)
+        if key_source in ("FILE", "SESSION"):
+            env.pop("WORKER_KEYSTORE", None)  # the chosen source, not a keystore the shell also names
         if key_source == "FILE":
             env["WORKER_PRIVATE_KEY"] = read_key_file(key_file)
         elif key_source == "SESSION":
             if not self.session_key:
                 raise ConfigError("WORKER_PRIVATE_KEY", "no key entered for this session ('Enter key')")
             env["WORKER_PRIVATE_KEY"] = self.session_key
-        elif key_source != "ENV":
+        elif key_source == "KEYSTORE":
+            env.pop("WORKER_PRIVATE_KEY", None)
+            if keystore is not None:
+                env["WORKER_KEYSTORE"] = str(keystore)
+            if not env.get("WORKER_KEYSTORE"):
+                raise ConfigError("WORKER_KEYSTORE", "no keystore file chosen (Preferences: Keystore)")
+            if self.keystore_password is not None:
+                env["WORKER_KEYSTORE_PASSWORD"] = self.keystore_password
+        elif key_source != "ENV":  # ENV: WORKER_PRIVATE_KEY, or WORKER_KEYSTORE, as headless
             raise ConfigError("WORKER_PRIVATE_KEY", f"unknown key source {key_source!r}")
         return load_config(environ=env)
 

@@ -16,7 +16,7 @@ package; the most specific entry that fits a module places it.
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "limits", "multiaddr"),  # plain facts: errors, caps, the IPFS address parser
-    ("env_mode", "config"),  # what the operator set
+    ("env_mode", "keystore", "policy", "config"),  # what the operator set: settings, key, job rules
     ("observe",),  # how the worker reports: logs, per-stage telemetry
     ("net",),  # HTTP with retries, for the backend and IPFS alike
     ("backend", "ipfs", "scene", "render", "state"),  # the stages of a job

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ from .observe import telemetry
 from .observe.metrics import METRICS
 from .render.renderer import RenderResult
 from .scene.job_settings import RenderSettings
+from .state.history import HistoryEntry, JobHistory
 from .state.job_records import JobState, JobStateStore
 from .state.journal import JobJournal
 from .status import StatusBoard
@@ -37,6 +39,8 @@ from .status import StatusBoard
 log = logging.getLogger("veriframe.worker")
 
 MAX_TRANSIENT_ATTEMPTS = 5  # tries of one stage while IPFS fails, before the job is given up
+
+HISTORY_SHOWN = 30  # finished jobs the status carries for the panel
 
 # Runs a job from its record to the end (``JobFlow.process``); True when the backend accepted it.
 Process = Callable[[Job, RenderSettings, JobState], bool]
@@ -58,12 +62,15 @@ class Bookkeeper:
         self.stop = stop
         self.journal = JobJournal(config.journal_path)
         self.states = JobStateStore(config.data_dir / "job-state")
+        self.history = JobHistory(config.data_dir)
         self.worker_id: object = None  # the backend's id of this worker (a job's ``worker_id``), at sign-in
 
     # -- the stage record ----------------------------------------------------------------------------
     def begin(self, job: Job, settings: RenderSettings) -> JobState:
         """The record of a job just claimed; saved before any of its stages runs."""
-        state = JobState(job.id, "claimed", job.asset_cid, job.reward, settings.to_json())
+        state = JobState(
+            job.id, "claimed", job.asset_cid, job.reward, settings.to_json(), creator=job.creator
+        )
         self.states.save(state)
         return state
 
@@ -120,6 +127,7 @@ class Bookkeeper:
         log.error("[Worker] ✗ Job %s failed: %s", job_id, reason, extra={"job_id": job_id})
         METRICS.jobs_failed.labels(reason=kind).inc()
         self.journal.mark_failed(job_id, reason)
+        self._remember(job_id, "failed", reason=reason)
         self.states.remove(job_id)
         self.board.count_failed(f"Job {job_id} failed: {reason}")
 
@@ -173,8 +181,45 @@ class Bookkeeper:
     def _completed(self, job_id: str, reward: int) -> None:
         self.journal.mark_completed(job_id)
         METRICS.jobs_completed.inc()
+        self._remember(job_id, "completed", reward=reward)
         self.states.remove(job_id)
         self.board.count_completed(reward)
+
+    def _remember(self, job_id: str, outcome: str, *, reason: str | None = None, reward: int = 0) -> None:
+        """Adds the job to the history, from its record and this run's tally. After the journal: the
+        history is the operator's view, and a failure to write it loses no job (it is logged)."""
+        state = self.states.load(job_id)
+        render = (state.render if state else None) or {}
+        tally = telemetry.take_tally(job_id)
+        entry = HistoryEntry(
+            job_id=job_id,
+            outcome=outcome,
+            reason=reason,
+            creator=state.creator if state else None,
+            asset_cid=state.asset_cid if state else None,
+            result_cid=(state.result_cid if state else None) or self.journal.pending_results.get(job_id),
+            reward=reward or (state.reward if state and outcome == "completed" else 0),
+            blender=render.get("blender"),
+            device=render.get("device"),
+            stage_seconds=tally.seconds,
+            bytes_down=tally.bytes_down,
+            bytes_up=tally.bytes_up,
+        )
+        output = Path(render["output"]) if render.get("output") else None
+        try:
+            self.history.record(entry, output if outcome == "completed" else None)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("[Worker] Could not add job %s to the history: %s", job_id, exc)
+        self.publish_history()
+
+    def publish_history(self) -> None:
+        """Puts the newest finished jobs and the earnings in the status (the panel shows them)."""
+        try:
+            recent, earnings = self.history.recent(HISTORY_SHOWN), self.history.earnings()
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("[Worker] Could not read the job history: %s", exc)
+            return
+        self.board.publish(history=tuple(recent), earnings=earnings)
 
     # -- after a restart -----------------------------------------------------------------------------
     def report_pending_results(self) -> None:

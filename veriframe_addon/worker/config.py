@@ -25,8 +25,12 @@ from .env_mode import (
     parse_status_settings,
 )
 from .errors import ConfigError
+from .keystore import read_keystore, read_password_file
 from .limits import DEFAULT_RENDER_NICE, LIMIT_VARIABLES, CpuBudget, RenderLimits, default_render_memory_mb
 from .multiaddr import api_url_from_multiaddr
+from .policy.job_filters import JobFilters, parse_creators, parse_engines
+from .policy.schedule import Schedule, parse_schedule
+from .policy.tokens import DEFAULT_SYMBOL, Token, parse_decimals
 
 # The Stark curve order: a private key is a non-zero scalar below it.
 STARK_EC_ORDER = 0x800000000000010FFFFFFFFFFFFFFFFB781126DCAE7B2321E66A241ADC64D2F
@@ -92,6 +96,9 @@ class WorkerConfig:
     log_file_mb: float = DEFAULT_LOG_FILE_MB
     log_file_count: int = DEFAULT_LOG_FILE_COUNT
     # The /health and /metrics endpoint (STATUS_PORT; None: off, 0: a free port), loopback by default.
+    filters: JobFilters = field(default_factory=JobFilters)  # MIN_REWARD, ACCEPT_ENGINES, BLOCKED_CREATORS
+    schedule: Schedule | None = None  # SCHEDULE: when new jobs are taken (None: always)
+
     status_port: int | None = None
     status_host: str = DEFAULT_STATUS_HOST
 
@@ -153,6 +160,11 @@ def default_data_dir() -> Path:
     return base / "veriframe-worker"
 
 
+def data_dir_setting(text: str | None) -> Path:
+    """``VERIFRAME_DATA_DIR``, else the per-user data folder; absolute."""
+    return (Path(text.strip()).expanduser() if text and text.strip() else default_data_dir()).absolute()
+
+
 def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> WorkerConfig:
     """Builds a ``WorkerConfig`` from ``environ`` (default ``os.environ``) over an optional ``.env`` file.
 
@@ -172,7 +184,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
 
     backend_url = _parse_backend_url(_require(get("BACKEND_API_URL"), "BACKEND_API_URL"))
     worker_address = _parse_felt(_require(get("WORKER_ADDRESS"), "WORKER_ADDRESS"), "WORKER_ADDRESS")
-    private_key = _parse_private_key(_require(get("WORKER_PRIVATE_KEY"), "WORKER_PRIVATE_KEY"))
+    private_key = _private_key(get)
     ipfs_api = get("IPFS_API", DEFAULT_IPFS_API) or DEFAULT_IPFS_API
     if "@" in urlsplit(ipfs_api).netloc:  # the URL is logged; the value is not echoed here
         raise ConfigError("IPFS_API", "holds user:password; put credentials in IPFS_API_AUTH instead")
@@ -200,8 +212,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
     render_timeout = _parse_seconds(
         get("RENDER_TIMEOUT"), "RENDER_TIMEOUT", DEFAULT_RENDER_TIMEOUT, minimum=1
     )
-    data_dir_text = get("VERIFRAME_DATA_DIR")
-    data_dir = (Path(data_dir_text).expanduser() if data_dir_text else default_data_dir()).absolute()
+    data_dir = data_dir_setting(get("VERIFRAME_DATA_DIR"))
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError("VERIFRAME_DATA_DIR", f"{data_dir} exists and is not a folder")
     log_settings = parse_log_settings(get, env_mode, data_dir)
@@ -238,10 +249,50 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         shader_cache_dir=Path(shader_cache_text).expanduser().absolute() if shader_cache_text else None,
         asset_cache_mb=_parse_megabytes(get("ASSET_CACHE_MB"), "ASSET_CACHE_MB", DEFAULT_ASSET_CACHE_MB),
         keep_results_hours=_parse_hours(get("KEEP_RESULTS_HOURS"), "KEEP_RESULTS_HOURS"),
+        filters=_parse_filters(get),
+        schedule=parse_schedule(get("SCHEDULE")),
         ipfs_provider=ipfs_provider,
         pinata_api_url=pinata_api_url,
         ipfs_api_auth=ipfs_api_auth,
         pinata_jwt=pinata_jwt,
+    )
+
+
+def _private_key(get: Callable[[str], str | None]) -> int:
+    """``WORKER_PRIVATE_KEY``, or the keystore ``WORKER_KEYSTORE`` opened with its password
+    (``WORKER_KEYSTORE_PASSWORD``, else the first line of ``WORKER_KEYSTORE_PASSWORD_FILE``)."""
+    keystore = get("WORKER_KEYSTORE")
+    if keystore is None:
+        return _parse_private_key(_require(get("WORKER_PRIVATE_KEY"), "WORKER_PRIVATE_KEY"))
+    if get("WORKER_PRIVATE_KEY") is not None:
+        raise ConfigError("WORKER_KEYSTORE", "and WORKER_PRIVATE_KEY are both set; keep one")
+    password = get("WORKER_KEYSTORE_PASSWORD")
+    password_file = get("WORKER_KEYSTORE_PASSWORD_FILE")
+    if password is None and password_file is not None:
+        password = read_password_file(Path(password_file).expanduser())
+    if password is None:
+        raise ConfigError(
+            "WORKER_KEYSTORE",
+            "needs its password: WORKER_KEYSTORE_PASSWORD, WORKER_KEYSTORE_PASSWORD_FILE, or in Blender "
+            "the panel's 'Enter keystore password'",
+        )
+    key = read_keystore(Path(keystore).expanduser(), password)
+    if not 0 < key < STARK_EC_ORDER:
+        raise ConfigError("WORKER_KEYSTORE", "holds a key out of range for a Stark private key")
+    return key
+
+
+def _parse_filters(get: Callable[[str], str | None]) -> JobFilters:
+    """``MIN_REWARD`` (in whole tokens), ``ACCEPT_ENGINES``, ``BLOCKED_CREATORS``; the token from
+    ``TOKEN_SYMBOL`` (default STRK) and ``TOKEN_DECIMALS`` (default 18)."""
+    symbol = get("TOKEN_SYMBOL", DEFAULT_SYMBOL) or DEFAULT_SYMBOL
+    token = Token(symbol, parse_decimals(get("TOKEN_DECIMALS")))
+    min_reward_text = get("MIN_REWARD")
+    return JobFilters(
+        min_reward=token.parse(min_reward_text, "MIN_REWARD") if min_reward_text else 0,
+        engines=parse_engines(get("ACCEPT_ENGINES")),
+        blocked_creators=parse_creators(get("BLOCKED_CREATORS")),
+        token=token,
     )
 
 

@@ -139,6 +139,7 @@ class JobFlow:
             result_cid = self.ipfs.upload(output)
             log.info("[Worker] Upload successful. CID: %s", result_cid)
         METRICS.bytes_uploaded.inc(output.stat().st_size)
+        telemetry.tally(job.id).bytes_up += output.stat().st_size
         self.books.journal.record_result(job.id, result_cid)
         self.board.publish(last_render=output, last_result_cid=result_cid)
         return result_cid
@@ -178,6 +179,7 @@ class JobFlow:
             download.size / seconds / 1e6,
         )
         METRICS.bytes_downloaded.inc(download.size)
+        telemetry.tally(job.id).bytes_down += download.size
         self.assets.add(job.asset_cid, dest)  # before unpacking: the cache keeps the verified bytes
 
     def _progress_log(self, job_id: str) -> Callable[[float], None]:

@@ -16,6 +16,8 @@ import platform
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
 
 from .backend.api import LOST_RACE_STATUSES, BackendClient, Job
 from .backend.auth import AuthSession, StarkSigner
@@ -29,6 +31,8 @@ from .job import JobFlow
 from .limits import MIB
 from .net.retry import RetryPolicy
 from .net.transport import JsonTransport
+from .policy.job_filters import normalise_address
+from .policy.schedule import describe_moment
 from .render.hardware import cpu_model, ram_gb
 from .render.inventory import BlenderInventory, commands_from
 from .scene.blend_header import BlendVersion
@@ -36,11 +40,13 @@ from .scene.job_settings import ENGINES, RenderSettings, parse_render_settings
 from .state.cleanup import CLEANUP_EVERY_SECONDS, remove_old_job_folders
 from .state.job_records import JobState, JobStateStore
 from .state.journal import JobJournal
-from .status import StatusBoard, WorkerStatus
+from .state.pause_flag import PauseFlag
+from .status import BackendFigures, StatusBoard, WorkerStatus
 
 log = logging.getLogger("veriframe.worker")
 
 UNVERIFIED_RECHECK_SECONDS = 60.0
+HOLD_CHECK_SECONDS = 1.0  # while paused or sleeping, how often the flag and the clock are looked at
 
 
 class Worker:
@@ -71,10 +77,14 @@ class Worker:
             stop=self.stop,
         )
         self._blenders: BlenderInventory | None = None
-        self._skipped_unclaimed: set[str] = set()  # malformed jobs, logged once
+        self.filters = config.filters.with_blocklist(self.blocklist_path)
+        self._skipped_unclaimed: set[str] = set()  # malformed or filtered-out jobs, logged once
         self._last_verified_check = 0.0
         self._last_cleanup = 0.0
         self._taken: set[str] = set()  # jobs claimed or resumed in this run (--max-jobs counts these)
+        self._block_lock = threading.Lock()
+        self.pause_flag = PauseFlag(config.data_dir)
+        self._backend_active: bool | None = None  # what the backend was last told (None: nothing yet)
 
     # -- what the rest of the program reads ----------------------------------------------------------
     @property
@@ -92,6 +102,26 @@ class Worker:
     @property
     def ipfs(self) -> IpfsClient:
         return self.flow.ipfs
+
+    @property
+    def blocklist_path(self) -> Path:
+        """Creators the operator blocked from the panel, one address a line (BLOCKED_CREATORS adds more)."""
+        return self.config.data_dir / "blocked_creators.txt"
+
+    def block_creator(self, creator: str) -> str:
+        """Never takes a job from ``creator`` again, from now on and after restarts; returns its address.
+
+        Safe from any thread: the filters are replaced whole, and the file gets one appended line.
+        """
+        with self._block_lock:
+            self.filters = self.filters.blocking(creator)
+            address = normalise_address(creator)
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            with self.blocklist_path.open("a", encoding="utf-8") as file:
+                file.write(f"{address}\n")
+        self._skipped_unclaimed.clear()  # earlier decisions are made again with the new list
+        log.info("[Worker] Jobs from creator %s will not be taken (blocked by the operator)", address)
+        return str(address)
 
     def process(self, job: Job, settings: RenderSettings, state: JobState | None = None) -> bool:
         """Runs a claimed job to completion (see ``JobFlow.process``)."""
@@ -159,6 +189,7 @@ class Worker:
         worker = self.auth.sign_in()
         if isinstance(worker, dict):
             self.books.worker_id = worker.get("id")
+        self.board.publish(backend_figures=BackendFigures.from_record(worker))
         if not registered:
             self._update_record(capabilities, hardware)
         self._note_verification(worker)
@@ -216,6 +247,7 @@ class Worker:
         """
         idle = stop_after_job or self.stop
         self.announce()
+        self.books.publish_history()
         self.clean_up_old_jobs()
         log.info("[Worker] Starting job polling loop (interval: %gs)", self.config.poll_interval)
         completed_before = self.status.completed
@@ -227,7 +259,9 @@ class Worker:
                 if not self.auth.signed_in:
                     self.connect()  # here, not before the loop: a backend that is down now may be up later
                 self.books.report_pending_results()
-                worked = self.books.resume_unfinished(self.process, self._taken) or self.poll_once()
+                worked = self.books.resume_unfinished(self.process, self._taken)
+                if not worked and not self._held():
+                    worked = self.poll_once()
                 consecutive_auth_failures = 0
             except AuthError as exc:
                 consecutive_auth_failures += 1
@@ -252,11 +286,55 @@ class Worker:
             if not worked:
                 if time.monotonic() - self._last_cleanup >= CLEANUP_EVERY_SECONDS:
                     self.clean_up_old_jobs()
-                if self.status.state != "waiting":
+                if self.status.state not in ("waiting", "paused", "sleeping"):
                     self.board.publish(state="idle", job_id=None, asset_cid=None, progress=None)
-                idle.wait(self.config.poll_interval)
+                self._wait(idle)
         self.board.publish(state="stopped", job_id=None, asset_cid=None, progress=None)
         return self.status.completed - completed_before
+
+    def _wait(self, idle: threading.Event) -> None:
+        """The pause between polls; held, it looks again each second, so Resume acts at once."""
+        seconds = self.config.poll_interval
+        if self.status.state in ("paused", "sleeping"):
+            seconds = min(seconds, HOLD_CHECK_SECONDS)
+        idle.wait(seconds)
+
+    # -- pause and schedule ---------------------------------------------------------------------------
+    def _held(self) -> bool:
+        """Whether new jobs wait: paused by the operator, or outside the schedule. Says so once per
+        change, and tells the backend this worker is inactive while held (active again after)."""
+        reason, state = None, None
+        if self.pause_flag.is_set():
+            reason, state = "paused by the operator (resume to take jobs again)", "paused"
+        elif self.config.schedule is not None:
+            now = datetime.now().astimezone()
+            if not self.config.schedule.is_open(now):
+                until = describe_moment(self.config.schedule.next_change(now), now)
+                reason, state = (
+                    f"outside the schedule ({self.config.schedule.text}) until {until}",
+                    "sleeping",
+                )
+        if reason != self.status.held:
+            if reason is not None:
+                log.info("[Worker] No new jobs: %s", reason)
+                self.board.publish(state=state, held=reason, job_id=None, asset_cid=None, progress=None)
+            else:
+                log.info("[Worker] Taking jobs again")
+                self.board.publish(held=None)
+            self._tell_backend_active(reason is None)
+        return reason is not None
+
+    def _tell_backend_active(self, active: bool) -> None:
+        """``PUT /workers/{address}`` with ``active``; a backend that is down now hears it next time."""
+        if self._backend_active == active:
+            return
+        try:
+            self.backend.update(active=active)
+        except BackendError as exc:
+            log.warning("[Worker] Could not tell the backend this worker is %s: %s", _active(active), exc)
+            return
+        self._backend_active = active
+        log.info("[Worker] Told the backend this worker is %s", _active(active))
 
     def clean_up_old_jobs(self) -> None:
         """Removes finished jobs' folders older than ``KEEP_RESULTS_HOURS``; never an unfinished one's."""
@@ -285,7 +363,8 @@ class Worker:
             if not self._claim(job):
                 continue
             self._taken.add(job.id)
-            self.process(job, settings)
+            if self.process(job, settings):
+                self._refresh_figures()
             return True
         return False
 
@@ -300,6 +379,9 @@ class Worker:
             parse_cid(job.asset_cid)
             settings = parse_render_settings(job.required_capabilities, self.config.limits.max_samples)
             self._check_release(settings)
+            refusal = self.filters.refusal(reward=job.reward, engine=settings.engine, creator=job.creator)
+            if refusal is not None:
+                raise JobSettingsError(refusal)
             return settings
         except (InvalidCid, JobSettingsError) as exc:
             log.warning("[Worker] Skipping job %s without claiming it: %s", job.id, exc)
@@ -319,7 +401,9 @@ class Worker:
 
     def _claim(self, job: Job) -> bool:
         log.info("[Worker] Found job %s - Asset CID: %s", job.id, job.asset_cid)
-        self.board.publish(state="claiming", job_id=job.id, asset_cid=job.asset_cid, progress=None)
+        self.board.publish(
+            state="claiming", job_id=job.id, asset_cid=job.asset_cid, creator=job.creator, progress=None
+        )
         try:
             self.backend.assign(job.id)
         except BackendError as exc:
@@ -342,6 +426,13 @@ class Worker:
             return False
         return job.status == "assigned" and self.books.is_mine(job)
 
+    def _refresh_figures(self) -> None:
+        """The backend's earnings, jobs and reputation for this worker, after it accepted a result."""
+        try:
+            self.board.publish(backend_figures=BackendFigures.from_record(self.backend.me()))
+        except BackendError as exc:  # only the panel's figures wait: say so and go on
+            log.debug("[Worker] Could not read this worker's record from the backend: %s", exc)
+
     # -- verification notice --------------------------------------------------------------------------
     def _note_verification(self, worker: dict | None) -> None:
         verified = bool(worker.get("verified")) if isinstance(worker, dict) else None
@@ -361,6 +452,10 @@ class Worker:
             return
         self._last_verified_check = now
         self._note_verification(self.backend.me())
+
+
+def _active(active: bool) -> str:
+    return "active" if active else "inactive"
 
 
 def _same_json(stored: object, wanted: str) -> bool:

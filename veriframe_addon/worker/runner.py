@@ -19,6 +19,7 @@ from .config import WorkerConfig
 from .errors import WorkerError
 from .loop import Worker
 from .observe.logs import Redactor, SecretFilter, config_file_handler, secret_values
+from .state.pause_flag import PauseFlag
 from .status import WorkerStatus
 
 log = logging.getLogger("veriframe.worker")
@@ -47,6 +48,18 @@ class _QueueLogHandler(logging.Handler):
             self.handleError(record)
 
 
+def _logged(action: Callable[[], object], what: str) -> Callable[[], None]:
+    """``action`` for a thread of its own: a failure is logged (the panel shows it), never raised."""
+
+    def run() -> None:
+        try:
+            action()
+        except (OSError, ValueError) as exc:
+            log.error("[Worker] Could not %s: %s", what, exc)
+
+    return run
+
+
 class BackgroundWorker:
     """One worker thread plus the queue the UI drains; ``drain()`` is the only call the UI makes per tick."""
 
@@ -64,6 +77,8 @@ class BackgroundWorker:
         self._redactor = Redactor(secret_values(config, os.environ))
         self._handler.addFilter(SecretFilter(self._redactor))  # the panel shows no secret either
         self._file_handler: logging.Handler | None = None
+        self._worker: Worker | None = None
+        self.pause_flag = PauseFlag(config.data_dir)
 
     @property
     def running(self) -> bool:
@@ -85,7 +100,7 @@ class BackgroundWorker:
 
     def _run(self) -> None:
         try:
-            worker = Worker(self.config, stop=self.stop_now, on_status=self.events.put)
+            worker = self._worker = Worker(self.config, stop=self.stop_now, on_status=self.events.put)
             worker.run(max_jobs=self.max_jobs, stop_after_job=self.stop_after_job)
         except WorkerError as exc:
             self.error = str(exc)
@@ -94,14 +109,19 @@ class BackgroundWorker:
             self.error = f"unexpected {type(exc).__name__}: {exc}"
             log.exception("[Worker] Stopped by an unexpected error")
         finally:
+            # The worker's own latest snapshot: the UI may not have drained the last ones yet.
+            latest = self._worker.status if self._worker is not None else self.status
             self.events.put(
                 WorkerStatus(
                     state="stopped",
                     last_error=self.error,
-                    completed=self.status.completed,
-                    failed=self.status.failed,
-                    reward_total=self.status.reward_total,
-                    last_render=self.status.last_render,
+                    completed=latest.completed,
+                    failed=latest.failed,
+                    reward_total=latest.reward_total,
+                    last_render=latest.last_render,
+                    history=latest.history,
+                    earnings=latest.earnings,
+                    backend_figures=latest.backend_figures,
                 )
             )
             logging.getLogger("veriframe.worker").removeHandler(self._handler)
@@ -114,6 +134,20 @@ class BackgroundWorker:
         self.stop_after_job.set()
         if now:
             self.stop_now.set()
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause (the job in hand finishes, no new one is taken) or resume; the same flag ``python -m
+        veriframe_addon pause`` sets. Written from a short thread: the caller is Blender's UI."""
+        action = self.pause_flag.set if paused else self.pause_flag.clear
+        threading.Thread(target=_logged(action, "change the pause flag"), daemon=True).start()
+
+    def block_creator(self, creator: str) -> None:
+        """Never take another job from ``creator`` (kept in the data folder across restarts)."""
+        worker = self._worker
+        if worker is not None:
+            threading.Thread(
+                target=_logged(lambda: worker.block_creator(creator), "block"), daemon=True
+            ).start()
 
     def join(self, timeout: float | None = None) -> bool:
         if self._thread is not None:

@@ -8,15 +8,19 @@ killed; an uploaded result stays journaled and is reported on the next start) an
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
+import sqlite3
+import sys
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from .config import WorkerConfig, load_config
+from .config import WorkerConfig, data_dir_setting, load_config, parse_env_file
 from .env_mode import LEVELS
 from .errors import AuthError, ConfigError, IpfsCredentialsRefused, RenderError
 from .loop import Worker
@@ -28,6 +32,9 @@ from .observe.logs import (
     secret_values,
 )
 from .ops.status_server import StatusServer, WorkerMonitor
+from .policy.tokens import Token
+from .state.history import JobHistory
+from .state.pause_flag import PauseFlag
 
 log = logging.getLogger("veriframe.worker")
 
@@ -40,7 +47,8 @@ def argument_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Render VeriFrame jobs on this machine.",
-        epilog=f"To check the setup instead (backend, key, IPFS, Blender): {prog} doctor [--env-file F]",
+        epilog=f"Also: {prog} doctor (check the setup), {prog} pause | resume (the running worker), "
+        f"{prog} history (finished jobs and earnings).",
     )
     parser.add_argument("--max-jobs", type=int, default=None, help="stop after taking this many jobs")
     parser.add_argument(
@@ -70,6 +78,94 @@ def argument_parser(prog: str) -> argparse.ArgumentParser:
         help="address the status endpoint listens on (default: STATUS_HOST, else 127.0.0.1)",
     )
     return parser
+
+
+def run_pause(argv: list[str], prog: str, *, pause: bool) -> int:
+    """``pause``/``resume``: sets or clears the pause flag in the data folder of this user's worker.
+
+    The running worker takes no new job while the flag is set (the job in hand finishes) and tells the
+    backend it is inactive. Only the data folder is read from the settings, so this works whatever else
+    is configured, and only for the user who owns that folder.
+    """
+    parser = _local_options(
+        argparse.ArgumentParser(
+            prog=f"{prog} {'pause' if pause else 'resume'}",
+            description="Pause the running worker after its current job." if pause else "Resume the worker.",
+        )
+    )
+    data_dir = _data_dir_from(parser.parse_args(argv))
+    flag = PauseFlag(data_dir)
+    try:
+        flag.set() if pause else flag.clear()
+    except OSError as exc:
+        print(f"{parser.prog}: cannot change {flag.path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    if pause:
+        print(f"Paused: the worker using {data_dir} finishes its current job, then takes no new one.")
+    else:
+        print(f"Resumed: the worker using {data_dir} takes jobs again.")
+    return EXIT_OK
+
+
+def _data_dir_from(args: argparse.Namespace) -> Path:
+    env_file = env_file_or_default(args.env_file)
+    environ = {**(parse_env_file(env_file) if env_file else {}), **os.environ}
+    return args.data_dir.absolute() if args.data_dir else data_dir_setting(environ.get("VERIFRAME_DATA_DIR"))
+
+
+def _local_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--env-file", type=Path, default=None, help="settings file (default: .env here)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="the worker's data folder")
+    return parser
+
+
+def parse_since(text: str, now: datetime | None = None) -> float:
+    """``--since``: ``7d``, ``12h``, ``30m`` ago, or a local date or time (``2026-12-01T18:00``)."""
+    now = now or datetime.now()
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if text[-1:] in units and text[:-1].isdigit():
+        return (now - timedelta(**{units[text[-1]]: int(text[:-1])})).timestamp()
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 7d, 12h, 30m or a date like 2026-12-01") from None
+
+
+def run_history(argv: list[str], prog: str) -> int:
+    """``history [--json] [--since WHEN] [--limit N]``: this node's finished jobs and earnings."""
+    parser = _local_options(argparse.ArgumentParser(prog=f"{prog} history", description=run_history.__doc__))
+    parser.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    parser.add_argument("--since", type=parse_since, default=None, help="7d, 12h, 30m, or a date")
+    parser.add_argument("--limit", type=int, default=50, help="newest jobs shown (default 50)")
+    parser.add_argument("--token-symbol", default=os.environ.get("TOKEN_SYMBOL") or "STRK")
+    parser.add_argument("--token-decimals", type=int, default=int(os.environ.get("TOKEN_DECIMALS") or 18))
+    args = parser.parse_args(argv)
+    history = JobHistory(_data_dir_from(args))
+    try:
+        entries, earnings = history.recent(args.limit, since=args.since), history.earnings()
+    except sqlite3.Error as exc:
+        print(f"{parser.prog}: cannot read {history.path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.json:  # amounts as text: they outgrow JSON readers' 53-bit integers
+        money = {name: str(getattr(earnings, name)) for name in ("today", "week", "total")}
+        counts = {"completed": earnings.completed, "failed": earnings.failed}
+        document = {"jobs": [e.to_json() for e in entries], "earnings": {**money, **counts}}
+        print(json.dumps(document, indent=1))
+        return EXIT_OK
+    token = Token(args.token_symbol, args.token_decimals)
+    for entry in entries:
+        when = datetime.fromtimestamp(entry.finished_at).strftime("%Y-%m-%d %H:%M")
+        seconds = sum(entry.stage_seconds.values())
+        what = token.format(entry.reward) if entry.outcome == "completed" else f"failed: {entry.reason}"
+        used = f"Blender {entry.blender} on {entry.device or '-'}" if entry.blender else "-"
+        print(f"{when}  {entry.job_id}  {what}  {used}  {seconds:.1f} s")
+    if not entries:
+        print("No finished jobs yet." if args.since is None else "No jobs finished in that time.")
+    print(
+        f"Earned today {token.format(earnings.today)}, this week {token.format(earnings.week)}, "
+        f"in all {token.format(earnings.total)} ({earnings.completed} completed, {earnings.failed} failed)"
+    )
+    return EXIT_OK
 
 
 def env_file_or_default(env_file: Path | None) -> Path | None:

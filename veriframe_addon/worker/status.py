@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .state.history import Earnings, HistoryEntry
+
 
 @dataclass(frozen=True)
 class WorkerStatus:
@@ -19,8 +21,8 @@ class WorkerStatus:
     Frozen, because snapshots cross from the worker thread to Blender's main thread.
     """
 
-    # stopped, signing-in, polling, idle, waiting (for the backend), claiming, downloading, rendering,
-    # uploading, reporting
+    # stopped, signing-in, polling, idle, waiting (for the backend), paused, sleeping (outside the
+    # schedule), claiming, downloading, rendering, uploading, reporting
     state: str = "stopped"
     job_id: str | None = None
     asset_cid: str | None = None
@@ -35,6 +37,33 @@ class WorkerStatus:
     sandbox: str | None = None  # how renders are contained, in words (set once Blender is found)
     blender: str | None = None  # every render Blender's version, e.g. "Blender 4.5.15 LTS" (once probed)
     render_blender: str | None = None  # the Blender rendering the job in hand, or that rendered the last
+    creator: str | None = None  # the creator of the job in hand
+    held: str | None = None  # why no new job is taken now, e.g. "outside the schedule until Mon 18:00"
+    history: tuple[HistoryEntry, ...] = ()  # the newest finished jobs, newest first
+    earnings: Earnings | None = None  # from this node's history
+    backend_figures: BackendFigures | None = None  # the backend's own record of this worker
+
+
+@dataclass(frozen=True)
+class BackendFigures:
+    """What the backend says of this worker (``GET /workers/{address}``), as it reports them."""
+
+    total_earnings: int
+    jobs_completed: int
+    reputation: float
+
+    @classmethod
+    def from_record(cls, record: object) -> BackendFigures | None:
+        if not isinstance(record, dict):
+            return None
+        try:
+            return cls(
+                int(record.get("total_earnings") or 0),
+                int(record.get("jobs_completed") or 0),
+                float(record.get("reputation") or 0),
+            )
+        except (TypeError, ValueError):
+            return None
 
 
 class StatusBoard:

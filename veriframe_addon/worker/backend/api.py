@@ -33,6 +33,7 @@ class Job:
     status: str
     required_capabilities: str | None
     raw: dict[str, Any]
+    creator: str | None = None  # the creator's StarkNet address
 
     @classmethod
     def from_response(cls, body: dict[str, Any]) -> Job:
@@ -49,6 +50,7 @@ class Job:
             status=str(body.get("status") or ""),
             required_capabilities=body.get("required_capabilities"),
             raw=body,
+            creator=body.get("creator_address") if isinstance(body.get("creator_address"), str) else None,
         )
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import AssetError, BackendError, IpfsError, JobSettingsError, RenderError, SceneRejected
 from .metrics import METRICS, WorkerMetrics
@@ -35,6 +35,34 @@ def current() -> dict[str, str]:
 
 
 @dataclass
+class JobTally:
+    """Seconds per stage and bytes moved for one job in this process (the history's figures)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    bytes_down: int = 0
+    bytes_up: int = 0
+    running: dict[str, float] = field(default_factory=dict)  # stages under way: their monotonic start
+
+
+_tallies: dict[str, JobTally] = {}
+
+
+def tally(job_id: str) -> JobTally:
+    """The running tally of ``job_id`` (created on first use)."""
+    return _tallies.setdefault(job_id, JobTally())
+
+
+def take_tally(job_id: str) -> JobTally:
+    """The tally of a job that ended, forgotten here: it goes into the history once. A stage still
+    under way (the report, whose success ends the job) counts with its time so far."""
+    taken = _tallies.pop(job_id, JobTally())
+    for name, started in taken.running.items():
+        taken.seconds[name] = round(taken.seconds.get(name, 0.0) + time.monotonic() - started, 3)
+    taken.running.clear()
+    return taken
+
+
+@dataclass
 class StageRun:
     job_id: str
     name: str
@@ -53,12 +81,16 @@ def stage(job_id: str, name: str, metrics: WorkerMetrics = METRICS) -> Iterator[
     job_token, stage_token = _job_id.set(job_id), _stage.set(name)
     run = StageRun(job_id, name)
     started = time.monotonic()
+    tally(job_id).running[name] = started
     returned = False
     try:
         yield run
         returned = True
     finally:
         seconds = time.monotonic() - started
+        if job_id in _tallies and _tallies[job_id].running.pop(name, None) is not None:
+            times = _tallies[job_id].seconds
+            times[name] = round(times.get(name, 0.0) + seconds, 3)
         extra = {"job_id": job_id, "stage": name, "duration": round(seconds, 3)}
         if returned and run.finished:
             metrics.stage_seconds.labels(stage=name).observe(seconds)

@@ -16,17 +16,8 @@ from typing import Any
 
 from ..errors import JobSettingsError
 from ..limits import DEFAULT_MAX_SAMPLES
+from ..policy.job_filters import ENGINES
 
-# Names a creator may use, mapped to the engine family; the render child picks the identifier its
-# Blender version knows (BLENDER_EEVEE_NEXT on 4.2-4.5, BLENDER_EEVEE on 5.0+).
-ENGINES = {
-    "EEVEE": "EEVEE",
-    "BLENDER_EEVEE": "EEVEE",
-    "BLENDER_EEVEE_NEXT": "EEVEE",
-    "CYCLES": "CYCLES",
-    "WORKBENCH": "WORKBENCH",
-    "BLENDER_WORKBENCH": "WORKBENCH",
-}
 MAX_FRAME = 1_048_574  # Blender's own frame limit
 MAX_SAMPLES = DEFAULT_MAX_SAMPLES
 MAX_FRAMES_PER_JOB = 1

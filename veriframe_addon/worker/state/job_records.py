@@ -40,6 +40,7 @@ class JobState:
     render: dict[str, Any] | None = None  # stage rendered: the PNG and what Blender reported
     result_cid: str | None = None  # stage uploaded
     attempts: int = 0  # tries of the next stage that failed for want of IPFS
+    creator: str | None = None  # the job's creator, for the history
 
     def at(self, stage: str, **changes: Any) -> JobState:
         """This job at ``stage``; reaching a new stage starts its count of failed tries afresh."""
@@ -79,6 +80,13 @@ class JobStateStore:
 
     def has(self, job_id: str) -> bool:
         return self._path(job_id).is_file()
+
+    def load(self, job_id: str) -> JobState | None:
+        """The record of ``job_id``, or None when there is none (or it cannot be read)."""
+        try:
+            return JobState(**json.loads(self._path(job_id).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None
 
     def remove(self, job_id: str) -> None:
         self._path(job_id).unlink(missing_ok=True)
