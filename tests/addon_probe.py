@@ -246,6 +246,48 @@ def scenario_offline_start(args: dict) -> dict:
     return result
 
 
+def scenario_pause_from_panel(args: dict) -> dict:
+    """Pause mid-job with the panel's button, then Resume: what the worker and the backend show."""
+    import requests
+
+    from veriframe_addon import operators
+
+    os.environ.update(args["env"])
+    addon_utils.enable(ADDON, default_set=True, handle_error=None)
+    bpy.context.preferences.system.use_online_access = True
+    assert bpy.ops.veriframe.start() == {"FINISHED"}
+    record = f"{args['env']['BACKEND_API_URL']}/workers/{args['env']['WORKER_ADDRESS']}"
+    seen: dict[str, Any] = {"states": []}
+    deadline = time.monotonic() + args.get("timeout", 240)
+    phase = "until-rendering"
+    while time.monotonic() < deadline and phase != "done":
+        operators.monitor_tick()
+        draw_panel()
+        status = operators.SESSION.worker.status
+        if not seen["states"] or seen["states"][-1] != status.state:
+            seen["states"].append(status.state)
+        if phase == "until-rendering" and status.state == "rendering":
+            seen["pause"] = sorted(bpy.ops.veriframe.pause())
+            phase = "until-paused"
+        elif phase == "until-paused" and status.state == "paused" and status.held:
+            time.sleep(1.5)  # the backend is told right after the state changes
+            seen["completed_when_paused"] = status.completed
+            seen["active_when_paused"] = requests.get(record, timeout=10).json()["active"]
+            seen["held"] = status.held
+            seen["resume"] = sorted(bpy.ops.veriframe.pause(resume=True))
+            phase = "until-second"
+        elif phase == "until-second" and status.completed >= 2:
+            seen["active_after"] = requests.get(record, timeout=10).json()["active"]
+            phase = "done"
+        time.sleep(operators.TIMER_STEP)
+    bpy.ops.veriframe.stop(now=True)
+    operators.SESSION.worker.join(60)
+    seen["phase"] = phase
+    seen["log"] = [line.text for line in operators.SESSION.worker.log_lines]
+    addon_utils.disable(ADDON, default_set=True, handle_error=None)
+    return seen
+
+
 def scenario_run_job(args: dict) -> dict:
     """Start from the operator, drive the monitor's tick as Blender's timer would, until one job is done."""
     from veriframe_addon import operators

@@ -145,6 +145,27 @@ def test_with_online_access_off_start_explains_and_nothing_connects(tmp_path: Pa
         assert connections == [], "a request was made with online access off"
 
 
+def test_pause_and_resume_from_the_panel_mid_job(devnet: Devnet, sample_blend: Path, tmp_path: Path) -> None:
+    """The panel's Pause while a job renders: that job finishes, the next waits, the backend shows the
+    worker inactive; Resume: the next job runs and the worker is active again."""
+    first, second = (
+        devnet.cli("submit", str(sample_blend), "--settings", '{"engine": "WORKBENCH"}').strip() for _ in "ab"
+    )
+    env = worker_env(devnet, tmp_path / "worker")
+    result = probe(
+        "pause-from-panel", {"env": env}, env={**env, "BLENDER_USER_RESOURCES": str(tmp_path / "u")}
+    )
+
+    assert result["phase"] == "done", result
+    assert result["pause"] == ["FINISHED"] and result["resume"] == ["FINISHED"]
+    assert result["completed_when_paused"] == 1 and result["active_when_paused"] is False
+    assert "paused by the operator" in result["held"]
+    assert result["active_after"] is True
+    log = "\n".join(result["log"])
+    assert log.index(f"Successfully completed job {first}") < log.index("No new jobs: paused")
+    assert log.index("Taking jobs again") < log.index(f"Successfully claimed job {second}")
+
+
 def test_start_operator_runs_a_job_and_the_key_stays_out_of_userprefs(
     devnet: Devnet, sample_blend: Path, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ Workbench: what is tested is when jobs are taken, not an engine.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import subprocess
@@ -266,3 +267,25 @@ def test_history_of_a_mixed_run_matches_the_journal_and_the_backend(
     assert "Earned today 0.002 STRK" in text.stdout and f"failed: {journal.failed[bad]}" in text.stdout
     stored = b"".join(p.read_bytes() for p in (tmp_path / "w" / "history").rglob("history.sqlite3*"))
     assert env["WORKER_PRIVATE_KEY"][2:].encode() not in stored and b"eyJ" not in stored
+
+
+def test_a_busy_computer_takes_no_new_job_and_says_why(
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
+) -> None:
+    """PAUSE_WHEN_BUSY: two programs spinning (a whole core's worth even when tests share the machine,
+    above the 30% threshold of this 2-core machine) hold new jobs, and the log says why."""
+    waiting = devnet.cli("submit", str(sample_blend), "--settings", SETTINGS).strip()
+    cores = os.cpu_count() or 1
+    threshold = min(0.3, 0.6 / cores)
+    spin = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    env = worker_env(devnet, tmp_path / "w", PAUSE_WHEN_BUSY=str(threshold))
+    watcher = LogWatcher(start_worker(env))
+    try:
+        watcher.wait_for(r"No new jobs: this computer is busy \(other programs use over \d+% of the CPU\)")
+        time.sleep(2.0)
+        assert job(devnet, waiting)["status"] == "open"
+    finally:
+        for burner in burners:
+            burner.kill()
+        watcher.stop()

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,6 +23,7 @@ from veriframe_addon.worker.keystore import KeystoreError, decrypt_keystore, enc
 from veriframe_addon.worker.policy.job_filters import JobFilters, parse_creators, parse_engines
 from veriframe_addon.worker.policy.schedule import parse_schedule
 from veriframe_addon.worker.policy.tokens import Token
+from veriframe_addon.worker.render.machine_load import CpuLoad
 from veriframe_addon.worker.state.pause_flag import PauseFlag
 
 BERLIN = ZoneInfo("Europe/Berlin")  # DST: 2026-03-29 02:00 -> 03:00, 2026-10-25 03:00 -> 02:00
@@ -268,3 +270,54 @@ def test_the_extension_opens_the_chosen_keystore_with_the_password_typed_this_se
     session.session_key = "0x3"
     shell = {**base, "WORKER_KEYSTORE": str(path)}
     assert session.build_config({}, "SESSION", tmp_path / "key", environ=shell).private_key == 3
+
+
+# -- a busy computer ----------------------------------------------------------------------------------
+BURN = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="Linux's /proc/stat")
+def test_another_programs_cpu_use_counts_and_the_workers_own_does_not() -> None:
+    load = CpuLoad()
+    assert load.share() is None  # the first sample only primes
+    burner = subprocess.Popen([sys.executable, "-c", BURN])
+    try:
+        time.sleep(1.5)
+        load.share()
+        time.sleep(2.0)
+        with_burner = load.share()
+    finally:
+        burner.kill()
+        burner.wait()
+    # One spinning process holds at least most of a core, whatever else runs on this machine.
+    assert with_burner is not None and with_burner >= 0.6 / load.cores
+
+
+def test_the_workers_own_cpu_time_is_not_someone_elses(tmp_path: Path) -> None:
+    """A machine whose busy time grew by exactly this process's own CPU time is idle for others."""
+    stat = tmp_path / "stat"
+    ticks_per_second = os.sysconf("SC_CLK_TCK")
+
+    def write(busy_seconds: float) -> None:
+        stat.write_text(f"cpu  {round(busy_seconds * ticks_per_second)} 0 0 1000000 0 0 0 0 0 0\n")
+
+    load = CpuLoad(stat)
+    write(100.0)
+    started = sum(os.times()[:4])
+    load.share()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # the worker itself busy for a second
+        pass
+    write(100.0 + sum(os.times()[:4]) - started)
+    share = load.share()
+    assert share is not None and share < 0.1 / load.cores  # counted, it would be about one core
+
+
+@pytest.mark.parametrize(
+    ("text", "share"), [("off", None), ("", None), ("on", 0.5), ("0.3", 0.3), ("25%", 0.25)]
+)
+def test_pause_when_busy_reads_off_on_or_a_share(text: str, share: float | None) -> None:
+    base = {"BACKEND_API_URL": "http://127.0.0.1:9", "WORKER_ADDRESS": "0x1", "WORKER_PRIVATE_KEY": "0x2"}
+    assert load_config(environ={**base, "PAUSE_WHEN_BUSY": text}).busy_cpu_share == share
+    with pytest.raises(ConfigError, match="PAUSE_WHEN_BUSY"):
+        load_config(environ={**base, "PAUSE_WHEN_BUSY": "150%"})

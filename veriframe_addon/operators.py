@@ -165,6 +165,7 @@ class VERIFRAME_OT_monitor(bpy.types.Operator):
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         # bpy's Event does not say which timer fired (no ``event.timer``): any TIMER is a cheap tick.
         if event.type != "TIMER":
+            SESSION.note_input()  # the operator is using Blender (PAUSE_WHEN_BUSY waits for quiet)
             return {"PASS_THROUGH"}
         try:
             monitor_tick()
@@ -287,6 +288,32 @@ class VERIFRAME_OT_block_creator(bpy.types.Operator):
             return {"CANCELLED"}
         SESSION.worker.block_creator(self.creator)
         self.report({"INFO"}, f"No more jobs from {self.creator}")
+        return {"FINISHED"}
+
+
+class VERIFRAME_OT_log_line(bpy.types.Operator):
+    """A line of the worker's log"""
+
+    bl_idname = "veriframe.log_line"
+    bl_label = "Log line"
+    bl_options = {"INTERNAL"}
+
+    line: bpy.props.StringProperty(options={"SKIP_SAVE", "HIDDEN"})  # type: ignore[valid-type]
+
+    @classmethod
+    def description(cls, context: bpy.types.Context, properties: bpy.types.OperatorProperties) -> str:
+        return properties.line or "A line of the worker's log"
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        return context.window_manager.invoke_popup(self, width=640)
+
+    def draw(self, context: bpy.types.Context) -> None:
+        import textwrap
+
+        for part in textwrap.wrap(self.line, 100) or [""]:
+            self.layout.label(text=part)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
         return {"FINISHED"}
 
 
@@ -430,6 +457,7 @@ CLASSES = (
     VERIFRAME_OT_check_setup,
     VERIFRAME_OT_pause,
     VERIFRAME_OT_block_creator,
+    VERIFRAME_OT_log_line,
     VERIFRAME_OT_enter_session_key,
     VERIFRAME_OT_enter_keystore_password,
     VERIFRAME_OT_save_key_file,

@@ -24,6 +24,7 @@ STATE_ICONS = {
     "waiting": "ERROR",
     "paused": "PAUSE",
     "sleeping": "SORTTIME",
+    "busy": "TIME",
     "claiming": "HAND",
     "downloading": "IMPORT",
     "rendering": "RENDER_STILL",
@@ -244,10 +245,13 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
             width = _chars_that_fit(context)
             for line in list(worker.log_lines)[-LOG_LINES_SHOWN:]:
                 text = line.text.replace("[Worker] ", "", 1)  # every line has it; the room is scarce
-                logs.label(
+                # Shortened from the end; hover shows the whole line, a click opens it in a popup.
+                logs.operator(
+                    "veriframe.log_line",
                     text=_shortened(text, width),
                     icon="ERROR" if line.level in {"ERROR", "WARNING"} else "DOT",
-                )
+                    emboss=False,
+                ).line = line.text
 
 
 CLASSES = (VeriFrameHistoryRow, VERIFRAME_UL_history, VIEW3D_PT_veriframe)

@@ -269,6 +269,52 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         min=0,
     )
 
+    # Which jobs, and when: the operator's rules (policy/). Empty or 0: the environment's, else none.
+    schedule: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Schedule",
+        description="When new jobs are taken, local time, e.g. 'mon-fri 18:00-08:00, sat-sun "
+        "00:00-24:00' (empty: SCHEDULE, else always)",
+        default="",
+    )
+    pause_when_busy: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Pause when busy",
+        description="Take no new job while other programs use more than this share of the CPU, or "
+        "while you use this Blender (0: off)",
+        default=0.0,
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+    )
+    busy_idle_minutes: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Idle before a job (min)",
+        description="With Pause when busy: minutes without input in Blender before a job starts",
+        default=5.0,
+        min=0.0,
+        max=1440.0,
+    )
+    min_reward: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Lowest reward",
+        description="Skip jobs paying less, in whole tokens, e.g. 0.001 (empty: MIN_REWARD, else 0)",
+        default="",
+    )
+    accept_engines: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Engines",
+        description="Only jobs for these engines, comma-separated: EEVEE, CYCLES, WORKBENCH (empty: all)",
+        default="",
+    )
+    blocked_creators: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Blocked creators",
+        description="Creators' addresses never taken, comma-separated (the panel's 'Never take jobs from "
+        "this creator' adds to a list in the data folder)",
+        default="",
+    )
+    token_symbol: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Token", description="The reward token's symbol (empty: TOKEN_SYMBOL, else STRK)", default=""
+    )
+    token_decimals: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Token decimals", description="Decimals of one whole token", default=18, min=0, max=36
+    )
+
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         layout.use_property_split = True
@@ -301,6 +347,18 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         col.prop(self, "data_dir")
         col.prop(self, "asset_cache_mb")
         col.prop(self, "keep_results_hours")
+        col = layout.column(heading="Jobs")
+        for name in (
+            "schedule",
+            "pause_when_busy",
+            "busy_idle_minutes",
+            "min_reward",
+            "accept_engines",
+            "blocked_creators",
+            "token_symbol",
+            "token_decimals",
+        ):
+            col.prop(self, name)
         col = layout.column(heading="Safety")
         for name in (
             "render_sandbox",

@@ -50,6 +50,14 @@ PREF_TO_ENV = {
     "max_unpacked_mb": "MAX_UNPACKED_MB",
     "asset_cache_mb": "ASSET_CACHE_MB",
     "keep_results_hours": "KEEP_RESULTS_HOURS",
+    "schedule": "SCHEDULE",
+    "pause_when_busy": "PAUSE_WHEN_BUSY",
+    "busy_idle_minutes": "BUSY_IDLE_MINUTES",
+    "min_reward": "MIN_REWARD",
+    "accept_engines": "ACCEPT_ENGINES",
+    "blocked_creators": "BLOCKED_CREATORS",
+    "token_symbol": "TOKEN_SYMBOL",
+    "token_decimals": "TOKEN_DECIMALS",
 }
 
 # Preferences whose 0 is a choice (off), not "unset": passed on like any other value.
@@ -96,6 +104,7 @@ class ExtensionSession:
     checks: list[CheckResult] = field(default_factory=list)
     checks_running: bool = False
     ticks: TickStats = field(default_factory=TickStats)
+    last_input: float | None = None  # time.monotonic() of the operator's last event in Blender
     _check_queue: queue.SimpleQueue[CheckResult | None] = field(default_factory=queue.SimpleQueue)
 
     # -- configuration --------------------------------------------------------------------------------
@@ -146,9 +155,18 @@ class ExtensionSession:
         if self.worker_running:
             assert self.worker is not None
             return self.worker
-        self.worker = BackgroundWorker(config)
+        self.worker = BackgroundWorker(config, user_quiet_seconds=self.quiet_seconds)
         self.worker.start()
         return self.worker
+
+    def note_input(self) -> None:
+        """The operator did something in Blender now (main thread; one float written, read by the worker)."""
+        self.last_input = time.monotonic()
+
+    def quiet_seconds(self) -> float | None:
+        """Seconds since the operator's last input in Blender (None: none seen since the start)."""
+        last = self.last_input
+        return None if last is None else time.monotonic() - last
 
     def stop_worker(self, *, now: bool, wait: float = 0.0) -> None:
         if self.worker is not None:

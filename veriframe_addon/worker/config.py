@@ -45,6 +45,10 @@ DEFAULT_PINATA_API_URL = "https://api.pinata.cloud"
 IPFS_PROVIDERS = ("kubo", "pinata")
 DEFAULT_ASSET_CACHE_MB = 2048
 DEFAULT_KEEP_RESULTS_HOURS = 24.0
+DEFAULT_BUSY_CPU_SHARE = 0.5  # PAUSE_WHEN_BUSY=on: other programs use half of all cores
+DEFAULT_BUSY_IDLE_MINUTES = (
+    5.0  # inside Blender, with PAUSE_WHEN_BUSY: minutes since the operator's last input
+)
 
 SANDBOX_MODES = ("auto", "bwrap", "off")
 GPU_TYPES = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")  # Cycles' GPU kinds, best first (for auto)
@@ -98,6 +102,8 @@ class WorkerConfig:
     # The /health and /metrics endpoint (STATUS_PORT; None: off, 0: a free port), loopback by default.
     filters: JobFilters = field(default_factory=JobFilters)  # MIN_REWARD, ACCEPT_ENGINES, BLOCKED_CREATORS
     schedule: Schedule | None = None  # SCHEDULE: when new jobs are taken (None: always)
+    busy_cpu_share: float | None = None  # PAUSE_WHEN_BUSY: others' CPU share above which no job starts
+    busy_idle_minutes: float = DEFAULT_BUSY_IDLE_MINUTES  # inside Blender: the operator's quiet time
 
     status_port: int | None = None
     status_host: str = DEFAULT_STATUS_HOST
@@ -251,6 +257,8 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         keep_results_hours=_parse_hours(get("KEEP_RESULTS_HOURS"), "KEEP_RESULTS_HOURS"),
         filters=_parse_filters(get),
         schedule=parse_schedule(get("SCHEDULE")),
+        busy_cpu_share=_parse_busy(get("PAUSE_WHEN_BUSY")),
+        busy_idle_minutes=_parse_minutes(get("BUSY_IDLE_MINUTES"), "BUSY_IDLE_MINUTES"),
         ipfs_provider=ipfs_provider,
         pinata_api_url=pinata_api_url,
         ipfs_api_auth=ipfs_api_auth,
@@ -280,6 +288,39 @@ def _private_key(get: Callable[[str], str | None]) -> int:
     if not 0 < key < STARK_EC_ORDER:
         raise ConfigError("WORKER_KEYSTORE", "holds a key out of range for a Stark private key")
     return key
+
+
+def _parse_busy(text: str | None) -> float | None:
+    """``PAUSE_WHEN_BUSY``: ``off`` (default), ``on`` (others use half the CPU), or a share such as
+    ``0.3`` or ``30%``."""
+    if text is None or text.strip().lower() in ("", "off", "no", "0", "false"):
+        return None
+    value = text.strip().lower()
+    if value in ("on", "yes", "true"):
+        return DEFAULT_BUSY_CPU_SHARE
+    try:
+        share = float(value.removesuffix("%")) / (100 if value.endswith("%") else 1)
+    except ValueError:
+        raise ConfigError(
+            "PAUSE_WHEN_BUSY", f"{text!r} is not on, off, or a CPU share like 0.5 or 50%"
+        ) from None
+    if not 0 < share <= 1:
+        raise ConfigError(
+            "PAUSE_WHEN_BUSY", f"the CPU share must be above 0 and at most 1 (100%), got {text!r}"
+        )
+    return share
+
+
+def _parse_minutes(text: str | None, name: str) -> float:
+    if text is None or not text.strip():
+        return DEFAULT_BUSY_IDLE_MINUTES
+    try:
+        value = float(text.strip().removesuffix("min"))
+    except ValueError:
+        raise ConfigError(name, f"{text!r} is not a number of minutes") from None
+    if not 0 <= value < 24 * 60:
+        raise ConfigError(name, f"must be 0 to 1440 minutes, got {text!r}")
+    return value
 
 
 def _parse_filters(get: Callable[[str], str | None]) -> JobFilters:

@@ -35,6 +35,7 @@ from .policy.job_filters import normalise_address
 from .policy.schedule import describe_moment
 from .render.hardware import cpu_model, ram_gb
 from .render.inventory import BlenderInventory, commands_from
+from .render.machine_load import CpuLoad
 from .scene.blend_header import BlendVersion
 from .scene.job_settings import ENGINES, RenderSettings, parse_render_settings
 from .state.cleanup import CLEANUP_EVERY_SECONDS, remove_old_job_folders
@@ -46,6 +47,7 @@ from .status import BackendFigures, StatusBoard, WorkerStatus
 log = logging.getLogger("veriframe.worker")
 
 UNVERIFIED_RECHECK_SECONDS = 60.0
+HELD_STATES = ("paused", "sleeping", "busy")
 HOLD_CHECK_SECONDS = 1.0  # while paused or sleeping, how often the flag and the clock are looked at
 
 
@@ -58,6 +60,7 @@ class Worker:
         *,
         stop: threading.Event | None = None,
         on_status: Callable[[WorkerStatus], None] | None = None,
+        user_quiet_seconds: Callable[[], float | None] | None = None,
     ) -> None:
         self.config = config
         self.stop = stop or threading.Event()
@@ -85,6 +88,11 @@ class Worker:
         self._block_lock = threading.Lock()
         self.pause_flag = PauseFlag(config.data_dir)
         self._backend_active: bool | None = None  # what the backend was last told (None: nothing yet)
+        self._cpu = CpuLoad()
+        if config.busy_cpu_share is not None:
+            self._cpu.share()  # primed now: the first check before a job then has a real sample
+        # Inside Blender: seconds since the operator last used it (the panel's timer sees the events).
+        self.user_quiet_seconds = user_quiet_seconds
 
     # -- what the rest of the program reads ----------------------------------------------------------
     @property
@@ -286,7 +294,7 @@ class Worker:
             if not worked:
                 if time.monotonic() - self._last_cleanup >= CLEANUP_EVERY_SECONDS:
                     self.clean_up_old_jobs()
-                if self.status.state not in ("waiting", "paused", "sleeping"):
+                if self.status.state not in ("waiting", *HELD_STATES):
                     self.board.publish(state="idle", job_id=None, asset_cid=None, progress=None)
                 self._wait(idle)
         self.board.publish(state="stopped", job_id=None, asset_cid=None, progress=None)
@@ -295,25 +303,16 @@ class Worker:
     def _wait(self, idle: threading.Event) -> None:
         """The pause between polls; held, it looks again each second, so Resume acts at once."""
         seconds = self.config.poll_interval
-        if self.status.state in ("paused", "sleeping"):
+        if self.status.state in HELD_STATES:
             seconds = min(seconds, HOLD_CHECK_SECONDS)
         idle.wait(seconds)
 
     # -- pause and schedule ---------------------------------------------------------------------------
     def _held(self) -> bool:
-        """Whether new jobs wait: paused by the operator, or outside the schedule. Says so once per
-        change, and tells the backend this worker is inactive while held (active again after)."""
-        reason, state = None, None
-        if self.pause_flag.is_set():
-            reason, state = "paused by the operator (resume to take jobs again)", "paused"
-        elif self.config.schedule is not None:
-            now = datetime.now().astimezone()
-            if not self.config.schedule.is_open(now):
-                until = describe_moment(self.config.schedule.next_change(now), now)
-                reason, state = (
-                    f"outside the schedule ({self.config.schedule.text}) until {until}",
-                    "sleeping",
-                )
+        """Whether new jobs wait: paused by the operator, outside the schedule, or (``PAUSE_WHEN_BUSY``)
+        the computer busy with its owner's work. Says so once per change; while paused or sleeping the
+        backend is told this worker is inactive (active again after)."""
+        state, reason = self._hold_reason()
         if reason != self.status.held:
             if reason is not None:
                 log.info("[Worker] No new jobs: %s", reason)
@@ -321,8 +320,38 @@ class Worker:
             else:
                 log.info("[Worker] Taking jobs again")
                 self.board.publish(held=None)
+        if state != "busy":  # busy comes and goes by the minute: not worth the backend's record
             self._tell_backend_active(reason is None)
         return reason is not None
+
+    def _hold_reason(self) -> tuple[str | None, str | None]:
+        """(state, reason) when no new job may start now, else (None, None)."""
+        if self.pause_flag.is_set():
+            return "paused", "paused by the operator (resume to take jobs again)"
+        schedule = self.config.schedule
+        if schedule is not None:
+            now = datetime.now().astimezone()
+            if not schedule.is_open(now):
+                until = describe_moment(schedule.next_change(now), now)
+                return "sleeping", f"outside the schedule ({schedule.text}) until {until}"
+        if self.config.busy_cpu_share is None:
+            return None, None
+        idle_minutes = self.config.busy_idle_minutes
+        quiet = self.user_quiet_seconds() if self.user_quiet_seconds is not None else None
+        if quiet is not None and quiet < idle_minutes * 60:
+            return (
+                "busy",
+                f"you are using Blender (a job starts after {idle_minutes:g} min without input)",
+            )
+        share = self._cpu.share()
+        if share is not None and share > self.config.busy_cpu_share:
+            # Worded by the threshold, not the share: one log line per busy spell, not one per sample.
+            return "busy", (
+                f"this computer is busy (other programs use over {self.config.busy_cpu_share:.0%} of the CPU)"
+            )
+        if share is None and self.status.state == "busy":  # no new sample yet: stay as we were
+            return "busy", self.status.held
+        return None, None
 
     def _tell_backend_active(self, active: bool) -> None:
         """``PUT /workers/{address}`` with ``active``; a backend that is down now hears it next time."""

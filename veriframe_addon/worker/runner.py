@@ -63,8 +63,15 @@ def _logged(action: Callable[[], object], what: str) -> Callable[[], None]:
 class BackgroundWorker:
     """One worker thread plus the queue the UI drains; ``drain()`` is the only call the UI makes per tick."""
 
-    def __init__(self, config: WorkerConfig, *, max_jobs: int | None = None) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        max_jobs: int | None = None,
+        user_quiet_seconds: Callable[[], float | None] | None = None,
+    ) -> None:
         self.config = config
+        self.user_quiet_seconds = user_quiet_seconds
         self.max_jobs = max_jobs
         self.stop_now = threading.Event()  # kills a running render
         self.stop_after_job = threading.Event()  # finishes the current job first
@@ -100,7 +107,12 @@ class BackgroundWorker:
 
     def _run(self) -> None:
         try:
-            worker = self._worker = Worker(self.config, stop=self.stop_now, on_status=self.events.put)
+            worker = self._worker = Worker(
+                self.config,
+                stop=self.stop_now,
+                on_status=self.events.put,
+                user_quiet_seconds=self.user_quiet_seconds,
+            )
             worker.run(max_jobs=self.max_jobs, stop_after_job=self.stop_after_job)
         except WorkerError as exc:
             self.error = str(exc)

@@ -39,6 +39,7 @@ STATES = (
     "waiting",
     "paused",
     "sleeping",
+    "busy",
     "claiming",
     "downloading",
     "rendering",
