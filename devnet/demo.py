@@ -2,8 +2,8 @@
 
 Starts the local network, makes and registers a worker wallet, writes the sample scene with Blender,
 submits it as a job, runs the headless worker until the job is completed, then fetches the result PNG
-back from IPFS by the CID the backend recorded and checks it shows the scene. Exit 0 only if all of
-that held.
+back from IPFS by the CID the backend recorded, checks it shows the scene, and verifies its signed
+receipt. Exit 0 only if all of that held.
 """
 
 from __future__ import annotations
@@ -70,6 +70,21 @@ def main() -> int:
             description = describe_sample_render(png)
         except AssertionError as exc:
             log.error("the result is not a render of the scene: %s", exc)
+            return 1
+        # Anyone can check the result: its receipt, signature and job, fetched again by CID.
+        log.info("verifying the result: python -m veriframe_addon verify %s", cid)
+        verifier_env = {k: v for k, v in env.items() if k not in ("WORKER_PRIVATE_KEY", "WORKER_ADDRESS")}
+        verified = subprocess.run(
+            [sys.executable, "-m", "veriframe_addon", "verify", cid],
+            cwd=ROOT,
+            env=verifier_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        print(verified.stdout, end="")
+        if verified.returncode != 0:
+            log.error("the result did not verify: %s", verified.stderr[-2000:])
             return 1
     print(f"Job {job_id} completed.")
     print(f"Result CID: {cid}")

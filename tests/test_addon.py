@@ -79,8 +79,9 @@ def assert_draw_states(drawn: dict[str, list[str]]) -> None:
     assert any("Backend: reachable" in text for text in drawn["checks"])
     # Rewards in token units; the earnings from the history and the backend's own figures.
     assert "Earned 0.001 STRK" in drawn["idle"] and "Today 0.001 STRK" in drawn["idle"]
-    assert "Week 0.002 STRK" in drawn["idle"] and "All 0.005 STRK" in drawn["idle"]
-    assert "Backend: 5 jobs, 0.005 STRK, reputation 3" in drawn["idle"]
+    assert "This week 0.002 STRK" in drawn["idle"] and "In all 0.005 STRK" in drawn["idle"]
+    assert "Backend: 5 jobs, 0.005 STRK" in drawn["idle"] and "Reputation 3" in drawn["idle"]
+    assert "Job job-new completed, result -" in " ".join(drawn["idle"])  # the selected row's details
     assert not any("wei" in text for state in drawn for text in drawn[state] if isinstance(text, str))
     assert "No new jobs: paused by the operator" in drawn["paused"]
     assert "No new jobs: outside the schedule until 18:00" in " ".join(drawn["sleeping"])  # wrapped
@@ -99,8 +100,8 @@ def test_panel_draws_every_state(tmp_path: Path) -> None:
     result = probe("draw-states", draw_states_args(tmp_path))
     assert_draw_states(result["drawn"])
     (new_text, new_failed, new_thumb), (old_text, old_failed, _) = result["history_rows"]
-    assert "0.001 STRK" in new_text and not new_failed and new_thumb.endswith("thumb.png")
-    assert "failed" in old_text and "not a .blend file" in old_text and old_failed
+    assert new_text.endswith("0.001 STRK") and not new_failed and new_thumb.endswith("thumb.png")
+    assert old_text.endswith("failed") and old_failed
 
 
 def test_render_blender_list_edits_persists_and_becomes_blender_path(tmp_path: Path) -> None:

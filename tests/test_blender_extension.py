@@ -141,6 +141,12 @@ def test_cli_command_takes_max_jobs(
     assert code == 0, output[-3000:]
     assert f"✓ Successfully completed job {job_id}" in output
     assert argv_hits == []
+    # Its result verifies from Blender too (no key needed: a verifier signs nothing).
+    cid = requests.get(f"{devnet.backend_url}/jobs/{job_id}", timeout=10).json()["full_result_cid"]
+    verifier_env = {k: v for k, v in env.items() if k not in ("WORKER_PRIVATE_KEY", "WORKER_ADDRESS")}
+    verified = _blender(blender_binary, "--online-mode", "-c", "veriframe", "verify", cid, env=verifier_env)
+    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-2000:]
+    assert "verified: every check passed" in verified.stdout
     userpref = Path(installed["BLENDER_USER_RESOURCES"]) / "config" / "userpref.blend"
     assert not userpref.exists() or env["WORKER_PRIVATE_KEY"].encode() not in userpref.read_bytes()
 

@@ -248,10 +248,11 @@ def test_history_of_a_mixed_run_matches_the_journal_and_the_backend(
         assert set(rows[job_id]["stage_seconds"]) >= {"download", "render", "upload", "report"}
         assert rows[job_id]["bytes_up"] > 0
         assert Path(rows[job_id]["thumbnail"]).is_file()
+        assert rows[job_id]["receipt"]["job_id"] == job_id  # the signed receipt the result carries
     # The same scene twice: downloaded once, the second time from the asset cache.
     assert sorted(rows[j]["bytes_down"] for j in good) == [0, sample_blend.stat().st_size]
     assert bad in journal.failed and rows[bad]["outcome"] == "failed"
-    assert rows[bad]["reason"] == journal.failed[bad]
+    assert rows[bad]["reason"] == journal.failed[bad] and rows[bad]["receipt"] is None
     earnings = document["earnings"]
     assert earnings["completed"] == 2 and earnings["failed"] == 1
     assert int(earnings["today"]) == sum(job(devnet, j)["reward_amount"] for j in good)

@@ -132,7 +132,7 @@ def test_render_child_never_sees_the_private_key_or_ipfs_credentials(
     job_dir.mkdir()
     seen: list[bytes] = []
 
-    def snoop(_: float) -> None:
+    def snoop(*_: object) -> None:
         for pid in pids_with(str(job_dir / "render_spec.json")):
             with contextlib.suppress(OSError):
                 seen.append(

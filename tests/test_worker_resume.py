@@ -22,8 +22,11 @@ import pytest
 import requests
 from fastapi import FastAPI, Request, Response
 
+from devnet.keys import sign
 from devnet.process import Devnet, running_devnet
 from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
+from veriframe_addon.worker.proof.png_chunks import image_sha256, without_itxt
+from veriframe_addon.worker.proof.receipt import RECEIPT_KEYWORD, SignedReceipt, embed, extract, receipt_felt
 
 from .conftest import run_worker, run_worker_until, start_worker, worker_env
 from .processes import render_children
@@ -114,16 +117,43 @@ def warm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("shader-cache")
 
 
+def _result(devnet: Devnet, job_id: str) -> bytes:
+    cid = _job(devnet, job_id)["full_result_cid"]
+    response = requests.get(f"{devnet.env['IPFS_GATEWAY']}/{cid}", timeout=30)
+    response.raise_for_status()
+    return response.content
+
+
+# Fields of a receipt that name this job and this worker; the rest is what the render was.
+WHO = ("job_id", "worker_address")
+
+
 @pytest.fixture(scope="module")
-def clean_cid(tmp_path_factory: pytest.TempPathFactory, sample_blend: Path, warm_cache: Path) -> str:
-    """The result CID of the sample job rendered by an uninterrupted worker."""
+def clean_receipt(tmp_path_factory: pytest.TempPathFactory, sample_blend: Path, warm_cache: Path) -> dict:
+    """What an uninterrupted worker's result of the sample job says: its receipt, less job and worker."""
     root = tmp_path_factory.mktemp("clean")
     with running_devnet(root / "devnet") as net:
         job = _submit(net, sample_blend)
         env = worker_env(net, root / "worker", VERIFRAME_SHADER_CACHE=str(warm_cache))
         run = run_worker(env, "--max-jobs", "1")
         assert run.returncode == 0, run.output
-        return _job(net, job)["full_result_cid"]
+        signed = extract(_result(net, job))
+        assert signed is not None
+        return {k: v for k, v in signed.receipt.items() if k not in WHO}
+
+
+def assert_same_result(devnet: Devnet, job_id: str, clean: dict, env: dict[str, str]) -> None:
+    """The job's result is the uninterrupted run's: the same pixels and settings in a receipt for this job
+    by this worker, sealed as an uninterrupted run seals it (signatures are deterministic), so the same
+    bytes and the same CID as if it had never been interrupted."""
+    result = _result(devnet, job_id)
+    signed = extract(result)
+    assert signed is not None and signed.receipt["job_id"] == job_id
+    assert {k: v for k, v in signed.receipt.items() if k not in WHO} == clean
+    assert image_sha256(result) == clean["image_sha256"]
+    r, s = sign(receipt_felt(signed.receipt), int(env["WORKER_PRIVATE_KEY"], 16))
+    resealed = embed(without_itxt(result, RECEIPT_KEYWORD), SignedReceipt(signed.receipt, (r, s)))
+    assert resealed == result
 
 
 KILL_POINTS = {
@@ -137,7 +167,7 @@ KILL_POINTS = {
 
 @pytest.mark.parametrize("point", [*KILL_POINTS, "render"])
 def test_sigkill_at_any_stage_then_restart_completes_the_job_exactly_once(
-    point: str, devnet: Devnet, sample_blend: Path, clean_cid: str, tmp_path: Path
+    point: str, devnet: Devnet, sample_blend: Path, clean_receipt: dict, tmp_path: Path
 ) -> None:
     job_id = _submit(devnet, sample_blend)
     decoy = _submit(devnet, sample_blend)  # on offer too: the restart must finish its own job first
@@ -169,7 +199,8 @@ def test_sigkill_at_any_stage_then_restart_completes_the_job_exactly_once(
     again = run_worker(env, "--max-jobs", "1")
     assert again.returncode == 0, again.output
     job = _job(devnet, job_id)
-    assert job["status"] == "completed" and job["full_result_cid"] == clean_cid, again.output
+    assert job["status"] == "completed", again.output
+    assert_same_result(devnet, job_id, clean_receipt, env)
     # The restart finished its own job before it took any other.
     out = again.output
     done_at = max(out.find(f"Successfully completed job {job_id}"), out.find(f"Job {job_id} was already"))
@@ -242,7 +273,7 @@ def test_one_sigterm_finishes_the_job_in_hand(devnet: Devnet, sample_blend: Path
 
 
 def test_a_job_whose_lease_ran_out_while_stopped_is_let_go(
-    sample_blend: Path, clean_cid: str, warm_cache: Path, tmp_path: Path
+    sample_blend: Path, clean_receipt: dict, warm_cache: Path, tmp_path: Path
 ) -> None:
     """The record says the job is ours, but the backend's lease on it expired and another worker finished
     it meanwhile: the restarted worker drops its record and files instead of rendering it again.
@@ -258,7 +289,7 @@ def test_a_job_whose_lease_ran_out_while_stopped_is_let_go(
         time.sleep(LEASE_S + 0.5)  # the lease runs out; the job is offered again
         other = worker_env(devnet, tmp_path / "other", VERIFRAME_SHADER_CACHE=str(warm_cache))
         assert run_worker(other, "--max-jobs", "1").returncode == 0
-        assert _job(devnet, job_id)["full_result_cid"] == clean_cid
+        assert_same_result(devnet, job_id, clean_receipt, other)  # the other worker's result
         again = run_worker_until(env, "Found 0 available jobs", 1)
     assert f"Letting job {job_id} go: it is completed and no longer assigned to this worker" in again.output
     assert not (data_dir / "job-state" / f"{job_id}.json").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from .worker.doctor import run_doctor
-from .worker.service import argument_parser, run_history, run_pause, serve
+from .worker.service import argument_parser, run_history, run_pause, run_verify, serve
 
 PROG = "python -m veriframe_addon"
 
@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_doctor(argv[1:], f"{PROG} doctor")
     if argv[:1] == ["history"]:
         return run_history(argv[1:], PROG)
+    if argv[:1] == ["verify"]:
+        return run_verify(argv[1:], PROG)
     if argv[:1] in (["pause"], ["resume"]):
         return run_pause(argv[1:], PROG, pause=argv[0] == "pause")
     return serve(argument_parser(PROG).parse_args(argv))

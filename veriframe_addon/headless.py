@@ -18,7 +18,7 @@ from .operators import build_config, offline_reason
 from .preferences import PACKAGE
 from .worker.config import WorkerConfig, parse_env_file
 from .worker.doctor import run_doctor
-from .worker.service import EXIT_CONFIG, argument_parser, run_history, run_pause, serve
+from .worker.service import EXIT_CONFIG, argument_parser, run_history, run_pause, run_verify, serve
 
 # Arguments that give background Blender a job of its own: the worker must not take over then.
 OTHER_WORK_ARGS = {
@@ -54,6 +54,10 @@ def cli_command(argv: list[str]) -> int:
         return EXIT_CONFIG
     if argv[:1] == ["doctor"]:
         return run_doctor(argv[1:], "blender -c veriframe doctor", make_config=_config)
+    if argv[:1] == ["verify"]:  # renders with this Blender unless BLENDER_PATH names others
+        return run_verify(
+            argv[1:], "blender -c veriframe", make_config=lambda environ: build_config(environ=environ)
+        )
     return serve(argument_parser("blender -c veriframe").parse_args(argv), make_config=_config)
 
 

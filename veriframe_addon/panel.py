@@ -98,10 +98,14 @@ def sync_history(window_manager: bpy.types.WindowManager, history: tuple) -> Non
         row = rows.add()
         row.job_id = entry.job_id
         when = time.strftime("%a %H:%M", time.localtime(entry.finished_at))
+        # Short rows (a list clips long ones in the middle); the selected job's details go below the list.
         if entry.outcome == "completed":
-            row.text = f"{when}  {token.format(entry.reward)}  {entry.job_id[:8]}"
+            row.text = f"{when}  {token.format(entry.reward)}"
+            signed = " (receipt signed)" if entry.receipt else ""
+            row.detail = f"Job {entry.job_id} completed{signed}, result {entry.result_cid or '-'}"
         else:
-            row.text = f"{when}  failed  {entry.job_id[:8]}: {entry.reason or ''}"
+            row.text = f"{when}  failed"
+            row.detail = f"Job {entry.job_id} failed: {entry.reason or 'no reason recorded'}"
         row.failed = entry.outcome != "completed"
         row.thumbnail = entry.thumbnail or ""
 
@@ -117,23 +121,20 @@ def unregister_properties() -> None:
             delattr(bpy.types.WindowManager, name)
 
 
-def _draw_earnings(layout: bpy.types.UILayout, status: WorkerStatus, worker: object) -> None:
+def _draw_earnings(layout: bpy.types.UILayout, status: WorkerStatus, worker: object, width: int) -> None:
     """Earnings from this node's history, the backend's own figures, and the history list."""
     token = worker.config.filters.token if worker is not None else Token()  # type: ignore[attr-defined]
     box = layout.box()
     box.label(text="Earnings", icon="FUND")
     if status.earnings is not None:
         earned = status.earnings
-        grid = box.grid_flow(columns=3, even_columns=True)
-        grid.label(text=f"Today {token.format(earned.today)}")
-        grid.label(text=f"Week {token.format(earned.week)}")
-        grid.label(text=f"All {token.format(earned.total)}")
+        box.label(text=f"Today {token.format(earned.today)}")  # one a line: side by side they clip
+        box.label(text=f"This week {token.format(earned.week)}")
+        box.label(text=f"In all {token.format(earned.total)}")
     figures = status.backend_figures
     if figures is not None:
-        box.label(
-            text=f"Backend: {figures.jobs_completed} jobs, {token.format(figures.total_earnings)}, "
-            f"reputation {figures.reputation:g}"
-        )
+        box.label(text=f"Backend: {figures.jobs_completed} jobs, {token.format(figures.total_earnings)}")
+        box.label(text=f"Reputation {figures.reputation:g}")
     wm = bpy.context.window_manager
     if wm is not None and hasattr(wm, "veriframe_history") and len(wm.veriframe_history):
         box.template_list(
@@ -145,6 +146,9 @@ def _draw_earnings(layout: bpy.types.UILayout, status: WorkerStatus, worker: obj
             active_propname="veriframe_history_index",
             rows=4,
         )
+        rows, index = wm.veriframe_history, wm.veriframe_history_index
+        if 0 <= index < len(rows):
+            _wrapped(box, rows[index].detail, width)
 
 
 class VIEW3D_PT_veriframe(bpy.types.Panel):
@@ -185,7 +189,10 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
             text = "Starting"
         box.label(text=text, icon=STATE_ICONS.get(state, "QUESTION"))
         if progress is not None and state in {"downloading", "rendering"}:
-            box.progress(factor=progress, type="BAR", text=f"{state.capitalize()} {progress * 100:.0f}%")
+            bar = f"{state.capitalize()} {progress * 100:.0f}%"
+            if state == "rendering" and status is not None and status.samples is not None:
+                bar += f", sample {status.samples[0]} of {status.samples[1]}"
+            box.progress(factor=progress, type="BAR", text=bar)
         if status is not None and status.held:
             _wrapped(box, f"No new jobs: {status.held}", _chars_that_fit(context))
         if status is not None:
@@ -222,11 +229,15 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
         icon = render_preview_icon(status.last_render if status is not None else None)
         if icon:
             col = layout.column()
-            col.label(text="Last render")
+            signed = status is not None and status.last_receipt_signed
+            col.label(
+                text="Last render: receipt signed" if signed else "Last render",
+                icon="CHECKMARK" if signed else "NONE",
+            )
             col.template_icon(icon_value=icon, scale=6.0)
 
         if status is not None and (status.earnings is not None or status.backend_figures is not None):
-            _draw_earnings(layout, status, worker)
+            _draw_earnings(layout, status, worker, _chars_that_fit(context))
 
         if SESSION.checks or SESSION.checks_running:
             checks = layout.box()
@@ -246,9 +257,11 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
             for line in list(worker.log_lines)[-LOG_LINES_SHOWN:]:
                 text = line.text.replace("[Worker] ", "", 1)  # every line has it; the room is scarce
                 # Shortened from the end; hover shows the whole line, a click opens it in a popup.
-                logs.operator(
+                line_row = logs.row()
+                line_row.alignment = "LEFT"
+                line_row.operator(
                     "veriframe.log_line",
-                    text=_shortened(text, width),
+                    text=_shortened(text, width - 5),  # a button: icon and padding take more room
                     icon="ERROR" if line.level in {"ERROR", "WARNING"} else "DOT",
                     emboss=False,
                 ).line = line.text

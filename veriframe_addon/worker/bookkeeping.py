@@ -204,6 +204,7 @@ class Bookkeeper:
             stage_seconds=tally.seconds,
             bytes_down=tally.bytes_down,
             bytes_up=tally.bytes_up,
+            receipt=state.receipt if state else None,
         )
         output = Path(render["output"]) if render.get("output") else None
         try:

@@ -8,6 +8,7 @@ and delivery are the bookkeeper's (``bookkeeping.py``).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .backend.api import Job
+from .backend.auth import StarkSigner
 from .bookkeeping import Bookkeeper, render_record
 from .config import WorkerConfig
 from .errors import AssetTooLarge, RenderError, WorkerError
@@ -23,6 +25,8 @@ from .ipfs.client import IpfsClient
 from .limits import MIB
 from .observe import telemetry
 from .observe.metrics import METRICS
+from .proof.png_chunks import PngError
+from .proof.receipt import SignedReceipt, build_receipt, embed, receipt_felt
 from .render.inventory import BlenderInventory
 from .render.renderer import RenderResult, png_size
 from .scene.blend_header import BlendVersion, read_blend_version
@@ -49,8 +53,10 @@ class JobFlow:
         books: Bookkeeper,
         board: StatusBoard,
         stop: threading.Event,
+        signer: StarkSigner,
     ) -> None:
         self.config = config
+        self.signer = signer  # signs each result's receipt; the key itself never leaves it
         self.ipfs = ipfs
         self.assets = assets
         self.blenders = blenders  # the inventory, probed on first use
@@ -69,7 +75,10 @@ class JobFlow:
                 render = self.render(job, settings, Path(str(state.blend)))
                 state = self.books.advance(state, "rendered", render=render_record(render))
             if not state.reached("uploaded"):
-                state = self.books.advance(state, "uploaded", result_cid=self.upload(job, state))
+                receipt = self.seal(job, state)
+                state = self.books.advance(
+                    state, "uploaded", result_cid=self.upload(job, state), receipt=receipt.receipt
+                )
         except WorkerError as exc:
             return self.books.setback(job, state, exc)
         return self.books.deliver(job, state)
@@ -109,7 +118,9 @@ class JobFlow:
                 saved_by,
             )
             on = f" on {blender.device.describe()}" if settings.engine == "CYCLES" else ""
-            self.board.publish(state="rendering", progress=0.0, render_blender=blender.label + on)
+            self.board.publish(
+                state="rendering", progress=0.0, samples=None, render_blender=blender.label + on
+            )
             job_dir = self.config.jobs_dir / job.id
             progress = self._progress_log(job.id)
             result = renderer.render(blend, job_dir, settings, progress=progress, cancel=self.stop)
@@ -129,6 +140,40 @@ class JobFlow:
             )
         return result
 
+    def seal(self, job: Job, state: JobState) -> SignedReceipt:
+        """Signs the render's receipt into its PNG (an ``iTXt`` chunk before ``IEND``), pixels untouched.
+
+        Built from the image data and the job record alone, and signed deterministically, so a job
+        resumed after a crash seals the very same bytes and uploads under the same CID.
+        """
+        render = state.render or {}
+        output = Path(str(render["output"]))
+        png = output.read_bytes()
+        try:
+            receipt = build_receipt(
+                png=png,
+                job_id=job.id,
+                asset_cid=job.asset_cid,
+                worker_address=self.config.worker_address,
+                blender=str(render.get("blender") or ""),
+                engine=str(render.get("engine") or ""),
+                device=str(render.get("device") or ""),
+                frame=int(state.settings.get("frame", 1)),
+                resolution=(int(render["width"]), int(render["height"])),
+                settings=state.settings,
+            )
+        except PngError as exc:
+            raise RenderError(f"Blender's output {output.name} is not a well-formed PNG: {exc}") from None
+        r, s = self.signer.sign(receipt_felt(receipt))
+        signed = SignedReceipt(receipt, (r, s))
+        partial = output.with_suffix(".sealing")
+        partial.write_bytes(embed(png, signed))
+        os.replace(partial, output)  # a crash leaves the old or the sealed file, never half of one
+        log.info(
+            "[Worker] Receipt signed into %s (image SHA-256 %s)", output.name, receipt["image_sha256"][:16]
+        )
+        return signed
+
     def upload(self, job: Job, state: JobState) -> str:
         """Uploads the rendered image; its CID goes into the journal before this returns."""
         output = Path(str((state.render or {})["output"]))
@@ -141,7 +186,7 @@ class JobFlow:
         METRICS.bytes_uploaded.inc(output.stat().st_size)
         telemetry.tally(job.id).bytes_up += output.stat().st_size
         self.books.journal.record_result(job.id, result_cid)
-        self.board.publish(last_render=output, last_result_cid=result_cid)
+        self.board.publish(last_render=output, last_result_cid=result_cid, last_receipt_signed=True)
         return result_cid
 
     # -- helpers of the stages -----------------------------------------------------------------------
@@ -186,8 +231,10 @@ class JobFlow:
         """Publishes render progress, and logs it at every quarter."""
         last_logged = [-1]
 
-        def on_progress(fraction: float) -> None:
-            self.board.publish(progress=fraction)
+        def on_progress(fraction: float, done: int | None = None, total: int | None = None) -> None:
+            self.board.publish(
+                progress=fraction, samples=(done, total) if done is not None and total else None
+            )
             step = int(fraction * 4)
             if step > last_logged[0]:
                 last_logged[0] = step

@@ -66,7 +66,8 @@ class Worker:
         self.stop = stop or threading.Event()
         self.board = StatusBoard(on_status)
         transport = JsonTransport(config.backend_url, policy=RetryPolicy(), stop=self.stop)
-        self.auth = AuthSession(transport, config.worker_address, StarkSigner(config.private_key))
+        signer = StarkSigner(config.private_key)
+        self.auth = AuthSession(transport, config.worker_address, signer)
         self.backend = BackendClient(transport, self.auth)
         self.books = Bookkeeper(config, self.backend, self.board, self.stop)
         commands_from(config.blender_path)  # a malformed BLENDER_PATH fails here, before any network
@@ -78,6 +79,7 @@ class Worker:
             books=self.books,
             board=self.board,
             stop=self.stop,
+            signer=signer,
         )
         self._blenders: BlenderInventory | None = None
         self.filters = config.filters.with_blocklist(self.blocklist_path)

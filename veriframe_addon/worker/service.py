@@ -23,6 +23,7 @@ from typing import TypeVar
 from .config import WorkerConfig, data_dir_setting, load_config, parse_env_file
 from .env_mode import LEVELS
 from .errors import AuthError, ConfigError, IpfsCredentialsRefused, RenderError
+from .ipfs.client import client_from_config
 from .loop import Worker
 from .observe.logs import (
     Redactor,
@@ -32,7 +33,9 @@ from .observe.logs import (
     secret_values,
 )
 from .ops.status_server import StatusServer, WorkerMonitor
+from .ops.verify import Verifier
 from .policy.tokens import Token
+from .render.inventory import BlenderInventory
 from .state.history import JobHistory
 from .state.pause_flag import PauseFlag
 
@@ -48,7 +51,7 @@ def argument_parser(prog: str) -> argparse.ArgumentParser:
         prog=prog,
         description="Render VeriFrame jobs on this machine.",
         epilog=f"Also: {prog} doctor (check the setup), {prog} pause | resume (the running worker), "
-        f"{prog} history (finished jobs and earnings).",
+        f"{prog} history (finished jobs and earnings), {prog} verify CID_OR_FILE (check a result).",
     )
     parser.add_argument("--max-jobs", type=int, default=None, help="stop after taking this many jobs")
     parser.add_argument(
@@ -166,6 +169,57 @@ def run_history(argv: list[str], prog: str) -> int:
         f"in all {token.format(earnings.total)} ({earnings.completed} completed, {earnings.failed} failed)"
     )
     return EXIT_OK
+
+
+EXIT_NOT_VERIFIED = 1
+
+
+def run_verify(
+    argv: list[str], prog: str, make_config: Callable[[dict[str, str]], WorkerConfig] | None = None
+) -> int:
+    """``verify CID_OR_FILE [--backend URL] [--rerender] [--json]``: checks a result's signed receipt.
+
+    Exit 0 only when every check passed, 1 when one failed, 2 for a setting that is wrong.
+    """
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} verify",
+        description="Check a VeriFrame result: its receipt, image hash, signature, the backend's job, "
+        "and with --rerender the pixels themselves.",
+    )
+    parser.add_argument(
+        "target", metavar="CID_OR_FILE", help="a result's CID (fetched, verified) or a PNG file"
+    )
+    parser.add_argument("--backend", default=None, help="backend API base (default: BACKEND_API_URL)")
+    parser.add_argument("--rerender", action="store_true", help="render the asset again and compare")
+    parser.add_argument("--json", action="store_true", help="one JSON document, for machines")
+    parser.add_argument("--env-file", type=Path, default=None, help="settings file (default: .env here)")
+    args = parser.parse_args(argv)
+    env_file = env_file_or_default(args.env_file)
+    environ = {**(parse_env_file(env_file) if env_file else {}), **os.environ}
+    if args.backend:
+        environ["BACKEND_API_URL"] = args.backend
+    # Verifying signs nothing: a placeholder wallet satisfies the settings' checks, no key is read.
+    environ.pop("WORKER_KEYSTORE", None)
+    environ.update(WORKER_ADDRESS=environ.get("WORKER_ADDRESS") or "0x1", WORKER_PRIVATE_KEY="0x1")
+    try:
+        config = make_config(environ) if make_config else load_config(environ=environ)
+    except ConfigError as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    def blenders() -> BlenderInventory:
+        return BlenderInventory.from_config(config)[0]
+
+    verifier = Verifier(config.backend_url, client_from_config(config), config=config, blenders=blenders)
+    verdict = verifier.verify(args.target, rerender=args.rerender)
+    if args.json:
+        print(json.dumps(verdict.to_json(), indent=1))
+    else:
+        for check in verdict.checks:
+            print(f"[{' OK ' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
+        failed = [check.name for check in verdict.checks if not check.ok]
+        print("verified: every check passed" if verdict.ok else f"NOT verified: {', '.join(failed)} failed")
+    return EXIT_OK if verdict.ok else EXIT_NOT_VERIFIED
 
 
 def env_file_or_default(env_file: Path | None) -> Path | None:

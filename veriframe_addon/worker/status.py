@@ -27,6 +27,7 @@ class WorkerStatus:
     job_id: str | None = None
     asset_cid: str | None = None
     progress: float | None = None
+    samples: tuple[int, int] | None = None  # rendering: samples done of the total, where counted
     completed: int = 0
     failed: int = 0
     reward_total: int = 0
@@ -34,6 +35,7 @@ class WorkerStatus:
     last_error: str | None = None
     last_render: Path | None = None
     last_result_cid: str | None = None
+    last_receipt_signed: bool = False  # the last result carries the worker's signed receipt
     sandbox: str | None = None  # how renders are contained, in words (set once Blender is found)
     blender: str | None = None  # every render Blender's version, e.g. "Blender 4.5.15 LTS" (once probed)
     render_blender: str | None = None  # the Blender rendering the job in hand, or that rendered the last

@@ -49,7 +49,8 @@ ENV_ALLOWLIST = (
     "CUDA_VISIBLE_DEVICES",
 )
 ENV_PREFIX_ALLOWLIST = ("MESA_", "LIBGL_", "EGL_", "__EGL_", "__GLX_", "GALLIUM_", "OCIO")
-ProgressCallback = Callable[[float], None]
+# Render progress: the fraction done, and the samples done of the total where the engine counts them.
+ProgressCallback = Callable[[float, int | None, int | None], None]
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Lines Blender prints on every headless render with Mesa's EGL: not the reason for anything.
 NOISE = ("EGL Error (0x3009)",)
@@ -372,7 +373,11 @@ class BlenderRenderer:
                             continue
                         events.append(event)
                         if event.get("event") == "progress" and progress is not None:
-                            progress(float(event.get("fraction", 0.0)))
+                            progress(
+                                float(event.get("fraction", 0.0)),
+                                _whole(event.get("samples_done")),
+                                _whole(event.get("samples_total")),
+                            )
                     elif line.strip():
                         tail.append(line.strip())
                 process.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -416,6 +421,10 @@ class BlenderRenderer:
         if cap > 0 and (out_of_memory or died):
             return f" (it may have run out of memory under the {cap} MB cap, MAX_RENDER_MEMORY_MB)"
         return ""
+
+
+def _whole(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _how_it_ended(returncode: int | None) -> str:

@@ -1,11 +1,12 @@
 """The job history: one row per finished job in SQLite in the data folder, for the operator's eyes.
 
 What it holds: job id, creator, asset and result CIDs, reward, outcome and reason, the Blender and device
-that rendered, seconds per stage, bytes moved, and a thumbnail. Never a key or a token. SQLite in WAL mode
-with full sync: a ``kill -9`` mid-write loses at most the row being written, never a finished one. The
-schema carries its version (``PRAGMA user_version``) and each newer version is one migration step, so an
-older data folder is upgraded in place. Old rows are pruned (``MAX_ROWS``) and thumbnails kept only for the
-newest ``THUMBNAILS_KEPT`` jobs, so the folder never grows without bound.
+that rendered, seconds per stage, bytes moved, a thumbnail, and the result's signed receipt. Never a key
+or a token. SQLite in WAL mode with full sync: a ``kill -9`` mid-write loses at most the row being
+written, never a finished one. The schema carries its version (``PRAGMA user_version``) and each newer
+version is one migration step, so an older data folder is upgraded in place. Old rows are pruned
+(``MAX_ROWS``) and thumbnails kept only for the newest ``THUMBNAILS_KEPT`` jobs, so the folder never
+grows without bound.
 
 The journal stays the record of what was done (it decides what is never redone); this is the record of
 how it went, and losing it loses no job.
@@ -48,6 +49,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX jobs_by_time ON jobs (finished_at)",
     ),
+    ("ALTER TABLE jobs ADD COLUMN receipt TEXT",),  # 2: the signed receipt of a completed job
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -68,6 +70,7 @@ class HistoryEntry:
     bytes_down: int = 0
     bytes_up: int = 0
     thumbnail: str | None = None
+    receipt: dict[str, object] | None = None  # what the result's PNG carries, signed
 
     def to_json(self) -> dict[str, object]:
         return {**asdict(self), "reward": str(self.reward)}
@@ -124,6 +127,7 @@ class JobHistory:
             entry = HistoryEntry(**{**asdict(entry), "thumbnail": str(thumbnail)})
         row = entry.to_json()
         row["stage_seconds"] = json.dumps(entry.stage_seconds, sort_keys=True)
+        row["receipt"] = json.dumps(entry.receipt, sort_keys=True) if entry.receipt is not None else None
         columns = ", ".join(row)
         with self._connect() as connection, connection:
             connection.execute(
@@ -196,4 +200,5 @@ def _entry(row: sqlite3.Row) -> HistoryEntry:
     values = dict(row)
     values["reward"] = int(values["reward"])
     values["stage_seconds"] = json.loads(values["stage_seconds"] or "{}")
+    values["receipt"] = json.loads(values["receipt"]) if values.get("receipt") else None
     return HistoryEntry(**values)

@@ -41,6 +41,7 @@ class JobState:
     result_cid: str | None = None  # stage uploaded
     attempts: int = 0  # tries of the next stage that failed for want of IPFS
     creator: str | None = None  # the job's creator, for the history
+    receipt: dict[str, Any] | None = None  # stage uploaded: the signed receipt sealed into the PNG
 
     def at(self, stage: str, **changes: Any) -> JobState:
         """This job at ``stage``; reaching a new stage starts its count of failed tries afresh."""
