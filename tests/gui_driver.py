@@ -8,6 +8,7 @@ A ``--python`` script runs before the window's event loop starts, so everything 
 screenshots are for. The test process owns the screen capture and the devnet, so the two sides take
 turns through files in COORD_DIR:
 
+- first Start with *Allow Online Access* off (refused, the panel says why), then with it allowed;
 - the driver writes ``state-NAME.ready`` (JSON: what the panel showed) once the panel was drawn in
   that state, then waits;
 - the test captures the screen, writes ``state-NAME.shot`` and does what leads to the next state
@@ -52,6 +53,8 @@ class Stage:
 
 
 STAGES = (
+    # Allow Online Access still off: Start was refused and the panel says why.
+    Stage("offline", 60.0, lambda d: not d["running"] and d["offline"] and d["state"] == "stopped"),
     Stage(
         "idle",
         90.0,
@@ -134,6 +137,7 @@ class PanelDriver:
             "last_error": status.last_error if status is not None else None,
             "last_render": str(status.last_render) if status is not None and status.last_render else None,
             "log_lines": len(worker.log_lines) if worker is not None else 0,
+            "offline": not bpy.app.online_access,
         }
 
     # -- the window ---------------------------------------------------------------------------------
@@ -211,8 +215,13 @@ class PanelDriver:
         if self.phase == "setup":
             if self._show_tab():
                 self.report["tab"] = dict(self.last_draw or {})
-                result = self._operator("start")
-                self._event(f"veriframe.start -> {sorted(result)}")
+                try:  # online access is off: the operator refuses (its ERROR report raises here)
+                    outcome = sorted(self._operator("start"))
+                except RuntimeError as exc:
+                    outcome = [f"refused: {exc}"]
+                self.report["offline_start"] = outcome
+                self.report["worker_after_offline_start"] = self.operators.SESSION.worker is not None
+                self._event(f"veriframe.start with online access off -> {outcome}")
                 self._enter(f"wait-{STAGES[0].name}")
             elif waited > SETUP_TIMEOUT:
                 raise TimeoutError(f"the VeriFrame tab never drew (last draw: {self.last_draw})")
@@ -223,6 +232,8 @@ class PanelDriver:
         if self.phase.startswith("shot-"):
             if (self.coord / f"state-{stage.name}.shot").exists():
                 self._event(f"{stage.name} captured")
+                if stage.name == "offline":
+                    self._go_online()
                 if stage.name == "rendering":
                     self._reload_mid_job()
                 self.stage_index += 1
@@ -234,6 +245,12 @@ class PanelDriver:
                 raise TimeoutError(f"no screenshot of {stage.name} within 120 s")
             return TICK
         raise RuntimeError(f"unknown phase {self.phase}")
+
+    def _go_online(self) -> None:
+        """The user's one-time consent (Preferences > System > Allow Online Access), then Start again."""
+        bpy.context.preferences.system.use_online_access = True
+        result = self._operator("start")
+        self._event(f"online access allowed; veriframe.start -> {sorted(result)}")
 
     def _reload_mid_job(self) -> None:
         """File > New (keeping the UI) while the worker renders: Blender ends every modal operator, so the
@@ -286,8 +303,8 @@ def _quit() -> None:
 def main() -> None:
     # A fresh user folder would otherwise greet us with the splash over the viewport.
     bpy.context.preferences.view.show_splash = False
-    # The user's one-time consent (Preferences > System > Allow Online Access): the worker needs it.
-    bpy.context.preferences.system.use_online_access = True
+    # A fresh user folder: Allow Online Access is off until the driver allows it (after "offline").
+    bpy.context.preferences.system.use_online_access = False
     driver = PanelDriver(_coord_dir())
     bpy.app.timers.register(driver.tick, first_interval=1.0, persistent=True)  # survives the reload
 

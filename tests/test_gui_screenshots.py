@@ -8,6 +8,7 @@ The binary, Xvfb, xwd and ImageMagick come from the rootfs next to a provisioned
 ``gui_driver.py`` runs inside Blender and says when the panel drew each state; this side owns the
 devnet and the screen capture, and submits the job that leads to the next state:
 
+- offline: *Allow Online Access* is off; Start was refused and the panel says why (no request made);
 - idle: the worker runs, signed in, polling an empty network;
 - rendering: a 320x180 scene at 64 EEVEE samples (about 30 s in software GL, shaders included);
 - error: a job whose asset is a PNG, which the worker fails and the panel explains.
@@ -30,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import requests
 from PIL import Image, ImageChops, ImageStat
 
 from devnet.process import ROOT, Devnet
@@ -41,7 +43,7 @@ from .test_blender_extension import _isolated, _linux_zip
 log = logging.getLogger("tests.gui")
 
 SCREEN = (1600, 900)
-SHOTS = ("idle", "rendering", "error")
+SHOTS = ("offline", "idle", "rendering", "error")
 SCENE = ("320x180", "64")  # size, samples: long enough to capture, short enough for a 2-core machine
 DRIVER = ROOT / "tests" / "gui_driver.py"
 SCREENSHOT_DIR = ROOT / ".cache" / "screenshots"
@@ -208,6 +210,7 @@ def test_sidebar_panel_idle_rendering_and_error(blender_binary: Path, devnet: De
     shots: dict[str, Path] = {}
     drawn: dict[str, dict] = {}
     jobs: dict[str, str] = {}
+    offline_last_seen: object = "not captured"
     started = time.monotonic()
     deadline = started + SCENARIO_TIMEOUT
     window = ["-p", "0", "0", str(SCREEN[0]), str(SCREEN[1])]  # the whole screen; there is no WM
@@ -225,6 +228,12 @@ def test_sidebar_panel_idle_rendering_and_error(blender_binary: Path, devnet: De
                 shots[name] = tmp_path / f"shot-{name}.png"
                 _capture(runner, display, shots[name])
                 log.info("captured %s after %.0fs: %s", name, time.monotonic() - started, drawn[name])
+                if name == "offline":
+                    # Start was refused with online access off: the worker never reached the backend.
+                    record = requests.get(
+                        f"{devnet.backend_url}/workers/{gui_env['WORKER_ADDRESS']}", timeout=10
+                    ).json()
+                    offline_last_seen = record["last_seen"]
                 if name == "idle":
                     jobs["render"] = devnet.cli("submit", str(scene), "--settings", '{"samples": 64}').strip()
                 elif name == "rendering":
@@ -244,6 +253,10 @@ def test_sidebar_panel_idle_rendering_and_error(blender_binary: Path, devnet: De
 
     assert report["error"] is None, report["error"]
     assert report["tab"]["category"] == "VeriFrame"
+    refused = report["offline_start"]
+    assert refused == ["CANCELLED"] or "Allow Online Access is off" in refused[0], refused
+    assert report["worker_after_offline_start"] is False and offline_last_seen is None
+    assert drawn["offline"]["offline"] and not drawn["offline"]["running"]
     for name in SHOTS:
         assert drawn[name]["category"] == "VeriFrame", drawn[name]
         _assert_not_blank(shots[name])
@@ -258,6 +271,7 @@ def test_sidebar_panel_idle_rendering_and_error(blender_binary: Path, devnet: De
     # The states really changed where the panel is: its region differs between every pair of captures.
     box = _panel_box(drawn["idle"]["region"])
     assert box[2] - box[0] > 150 and box[3] - box[1] > 300, f"sidebar region too small: {box}"
-    for first, second in (("idle", "rendering"), ("rendering", "error"), ("idle", "error")):
+    pairs = (("offline", "idle"), ("idle", "rendering"), ("rendering", "error"), ("idle", "error"))
+    for first, second in pairs:
         difference = _mean_difference(shots[first], shots[second], box)
         assert difference > 0.5, f"the panel looks the same {first} and {second} ({difference:.2f})"

@@ -49,6 +49,7 @@ log = logging.getLogger("veriframe.worker")
 UNVERIFIED_RECHECK_SECONDS = 60.0
 HELD_STATES = ("paused", "sleeping", "busy")
 HOLD_CHECK_SECONDS = 1.0  # while paused or sleeping, how often the flag and the clock are looked at
+ACTIVE_RETRY_SECONDS = 30.0  # after the backend could not be told active/inactive
 
 
 class Worker:
@@ -90,6 +91,7 @@ class Worker:
         self._block_lock = threading.Lock()
         self.pause_flag = PauseFlag(config.data_dir)
         self._backend_active: bool | None = None  # what the backend was last told (None: nothing yet)
+        self._active_retry_at = 0.0
         self._cpu = CpuLoad()
         if config.busy_cpu_share is not None:
             self._cpu.share()  # primed now: the first check before a job then has a real sample
@@ -199,6 +201,8 @@ class Worker:
         worker = self.auth.sign_in()
         if isinstance(worker, dict):
             self.books.worker_id = worker.get("id")
+            if isinstance(worker.get("active"), bool):  # e.g. False after a crash while paused
+                self._backend_active = worker["active"]
         self.board.publish(backend_figures=BackendFigures.from_record(worker))
         if not registered:
             self._update_record(capabilities, hardware)
@@ -356,12 +360,14 @@ class Worker:
         return None, None
 
     def _tell_backend_active(self, active: bool) -> None:
-        """``PUT /workers/{address}`` with ``active``; a backend that is down now hears it next time."""
-        if self._backend_active == active:
+        """``PUT /workers/{address}`` with ``active``; a backend that is down now hears it later (tried
+        again after ``ACTIVE_RETRY_SECONDS``, so a held worker does not ask every second)."""
+        if self._backend_active == active or time.monotonic() < self._active_retry_at:
             return
         try:
             self.backend.update(active=active)
         except BackendError as exc:
+            self._active_retry_at = time.monotonic() + ACTIVE_RETRY_SECONDS
             log.warning("[Worker] Could not tell the backend this worker is %s: %s", _active(active), exc)
             return
         self._backend_active = active
