@@ -39,6 +39,8 @@ SLOWEST_FIRST = (
     "test_hostile_jobs.py",
     "test_blender_extension.py",
     "test_addon.py",
+    "test_receipts.py",
+    "test_operator_control.py",
     "test_gui_screenshots.py",
     "test_monitoring.py",
     "test_worker_e2e.py",

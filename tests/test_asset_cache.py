@@ -21,6 +21,8 @@ from veriframe_addon.worker.errors import ConfigError
 from veriframe_addon.worker.ipfs.asset_cache import STALE_PART_SECONDS, AssetCache
 from veriframe_addon.worker.ipfs.cid import cid_of_bytes
 from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
+from veriframe_addon.worker.proof.png_chunks import image_sha256
+from veriframe_addon.worker.proof.receipt import extract
 
 from .conftest import run_worker, worker_env
 from .fault_proxy import FaultPolicy, FaultProxy
@@ -149,7 +151,7 @@ def test_asset_cache_mb_is_read_from_the_environment(tmp_path: Path) -> None:
 
 def test_jobs_sharing_a_scene_download_it_once(devnet: Devnet, sample_blend: Path, tmp_path: Path) -> None:
     """Two frames' worth of jobs on one scene: one download on the wire, the second job from the cache,
-    both completed with the same (deterministic) result."""
+    both completed with the same (deterministic) pixels, each under its own signed receipt."""
     ids = [devnet.cli("submit", str(sample_blend)).strip() for _ in range(2)]
     asset_cid = _job(devnet, ids[0])["full_asset_cid"]
     api = api_url_from_multiaddr(devnet.env["IPFS_API"])
@@ -168,7 +170,9 @@ def test_jobs_sharing_a_scene_download_it_once(devnet: Devnet, sample_blend: Pat
     assert api_calls == 2  # two result uploads, no `cat` fallback
     jobs = {i: _job(devnet, i) for i in ids}
     assert all(jobs[i]["status"] == "completed" for i in ids)
-    assert jobs[ids[0]]["full_result_cid"] == jobs[ids[1]]["full_result_cid"]
+    results = [requests.get(f"{gateway}/ipfs/{jobs[i]['full_result_cid']}", timeout=30).content for i in ids]
+    assert image_sha256(results[0]) == image_sha256(results[1])  # the same image data...
+    assert [extract(png).receipt["job_id"] for png in results] == ids  # ...each receipt naming its job
     cached = list((tmp_path / "worker" / "asset-cache").iterdir())
     assert [p.name for p in cached] == [asset_cid]
     assert not list((tmp_path / "worker" / "jobs").glob("*/asset*"))  # the jobs' own copies are gone

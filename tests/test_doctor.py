@@ -122,9 +122,25 @@ def test_blender_command_routes_doctor_too(tmp_path: Path) -> None:
     module runs the same code (a Blender binary with the extension installed is covered elsewhere)."""
     env = {k: v for k, v in os.environ.items() if k not in WORKER_VARIABLES}
     env.update({"VERIFRAME_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)})
-    probe = "import sys; from veriframe_addon import headless; sys.exit(headless.cli_command(['doctor']))"
-    done = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    # As `blender --online-mode -c veriframe doctor`: online access allowed (doctor connects).
+    probe = (
+        "import sys, bpy; bpy.context.preferences.system.use_online_access = {online}; "
+        "from veriframe_addon import headless; sys.exit(headless.cli_command(['doctor']))"
     )
+
+    def doctor(online: bool) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", probe.format(online=online)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = doctor(online=True)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "[FAIL] Settings: BACKEND_API_URL: is not set" in done.stdout
+    offline = doctor(online=False)  # Blender's rule: no network, so no checks at all
+    assert offline.returncode == 2 and "Allow Online Access is off" in offline.stderr
+    assert "[FAIL]" not in offline.stdout

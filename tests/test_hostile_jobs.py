@@ -244,9 +244,14 @@ def run_cases(
         # Nothing new anywhere but the devnet's store and the worker's own files and job folders.
         data = tmp_path / "data"
         allowed = (tmp_path / "devnet", *(data / "jobs" / job for job in (*hostile, honest)))
-        # The worker's own files: its journal and log, and the verified assets it keeps by CID.
-        cached = {data / "asset-cache" / _job(devnet, job)["full_asset_cid"] for job in (*hostile, honest)}
-        own_files = {data / "completed_jobs.json", data / "logs" / "worker.log", *cached}
+        # The worker's own files: its journal and log, the verified assets it keeps by CID, and its job
+        # history with a thumbnail of each completed job's result.
+        jobs = (*hostile, honest)
+        cached = {data / "asset-cache" / _job(devnet, job)["full_asset_cid"] for job in jobs}
+        history = data / "history"
+        kept = {history / name for name in ("history.sqlite3", "history.sqlite3-wal", "history.sqlite3-shm")}
+        thumbnails = {history / "thumbnails" / f"{job}.png" for job in jobs}
+        own_files = {data / "completed_jobs.json", data / "logs" / "worker.log", *cached, *kept, *thumbnails}
         new = {
             p
             for p in _files(tmp_path) - before
