@@ -14,6 +14,7 @@ import bpy
 from .operators import SESSION, history_icon, offline_reason, render_preview_icon
 from .session import operator_message
 from .worker.policy.tokens import Token
+from .worker.runner import BackgroundWorker
 from .worker.status import WorkerStatus
 
 STATE_ICONS = {
@@ -50,6 +51,11 @@ def _chars_that_fit(context: bpy.types.Context) -> int:
 def _wrapped(layout: bpy.types.UILayout, text: str, width: int = 44, icon: str = "NONE") -> None:
     for index, line in enumerate(textwrap.wrap(text, width) or [""]):
         layout.label(text=line, icon=icon if index == 0 else "BLANK1")
+
+
+def _token(worker: BackgroundWorker | None) -> Token:
+    """The reward token as the worker's settings name it (STRK, 18 decimals, when none runs)."""
+    return worker.config.filters.token if worker is not None else Token()
 
 
 def _shortened(text: str, width: int) -> str:
@@ -93,7 +99,7 @@ def sync_history(window_manager: bpy.types.WindowManager, history: tuple) -> Non
     """Copies the status's history into the list's collection (main thread, from the timer)."""
     rows = window_manager.veriframe_history
     rows.clear()
-    token = SESSION.worker.config.filters.token if SESSION.worker is not None else Token()
+    token = _token(SESSION.worker)
     for entry in history:
         row = rows.add()
         row.job_id = entry.job_id
@@ -121,9 +127,11 @@ def unregister_properties() -> None:
             delattr(bpy.types.WindowManager, name)
 
 
-def _draw_earnings(layout: bpy.types.UILayout, status: WorkerStatus, worker: object, width: int) -> None:
+def _draw_earnings(
+    layout: bpy.types.UILayout, status: WorkerStatus, worker: BackgroundWorker | None, width: int
+) -> None:
     """Earnings from this node's history, the backend's own figures, and the history list."""
-    token = worker.config.filters.token if worker is not None else Token()  # type: ignore[attr-defined]
+    token = _token(worker)
     box = layout.box()
     box.label(text="Earnings", icon="FUND")
     if status.earnings is not None:
@@ -211,7 +219,7 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
             grid = box.grid_flow(columns=2, even_columns=True)
             grid.label(text=f"Done {status.completed}")
             grid.label(text=f"Failed {status.failed}")
-            token = worker.config.filters.token if worker is not None else Token()
+            token = _token(worker)
             box.label(text=f"Earned {token.format(status.reward_total)}")  # this session
             if status.sandbox:
                 sandboxed = status.sandbox.startswith("sandboxed")

@@ -34,7 +34,7 @@ from .observe.logs import (
 )
 from .ops.status_server import StatusServer, WorkerMonitor
 from .ops.verify import Verifier
-from .policy.tokens import Token
+from .policy.tokens import DEFAULT_SYMBOL, Token, parse_decimals
 from .render.inventory import BlenderInventory
 from .state.history import JobHistory
 from .state.pause_flag import PauseFlag
@@ -110,9 +110,14 @@ def run_pause(argv: list[str], prog: str, *, pause: bool) -> int:
     return EXIT_OK
 
 
+def _settings_environ(env_file: Path | None) -> dict[str, str]:
+    """The environment over the ``.env`` file (``--env-file``, else ``./.env``), as load_config reads it."""
+    found = env_file_or_default(env_file)
+    return {**(parse_env_file(found) if found else {}), **os.environ}
+
+
 def _data_dir_from(args: argparse.Namespace) -> Path:
-    env_file = env_file_or_default(args.env_file)
-    environ = {**(parse_env_file(env_file) if env_file else {}), **os.environ}
+    environ = _settings_environ(args.env_file)
     return args.data_dir.absolute() if args.data_dir else data_dir_setting(environ.get("VERIFRAME_DATA_DIR"))
 
 
@@ -140,9 +145,20 @@ def run_history(argv: list[str], prog: str) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON document, for machines")
     parser.add_argument("--since", type=parse_since, default=None, help="7d, 12h, 30m, or a date")
     parser.add_argument("--limit", type=int, default=50, help="newest jobs shown (default 50)")
-    parser.add_argument("--token-symbol", default=os.environ.get("TOKEN_SYMBOL") or "STRK")
-    parser.add_argument("--token-decimals", type=int, default=int(os.environ.get("TOKEN_DECIMALS") or 18))
+    parser.add_argument("--token-symbol", default=None, help="default: TOKEN_SYMBOL, else STRK")
+    parser.add_argument("--token-decimals", type=int, default=None, help="default: TOKEN_DECIMALS, else 18")
     args = parser.parse_args(argv)
+    environ = _settings_environ(args.env_file)
+    try:  # the token as the worker reads it (config's parser), the command line winning
+        symbol = args.token_symbol or environ.get("TOKEN_SYMBOL") or DEFAULT_SYMBOL
+        decimals = (
+            args.token_decimals
+            if args.token_decimals is not None
+            else parse_decimals(environ.get("TOKEN_DECIMALS"))
+        )
+    except ConfigError as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     history = JobHistory(_data_dir_from(args))
     try:
         entries, earnings = history.recent(args.limit, since=args.since), history.earnings()
@@ -155,7 +171,7 @@ def run_history(argv: list[str], prog: str) -> int:
         document = {"jobs": [e.to_json() for e in entries], "earnings": {**money, **counts}}
         print(json.dumps(document, indent=1))
         return EXIT_OK
-    token = Token(args.token_symbol, args.token_decimals)
+    token = Token(symbol, decimals)
     for entry in entries:
         when = datetime.fromtimestamp(entry.finished_at).strftime("%Y-%m-%d %H:%M")
         seconds = sum(entry.stage_seconds.values())
@@ -194,8 +210,7 @@ def run_verify(
     parser.add_argument("--json", action="store_true", help="one JSON document, for machines")
     parser.add_argument("--env-file", type=Path, default=None, help="settings file (default: .env here)")
     args = parser.parse_args(argv)
-    env_file = env_file_or_default(args.env_file)
-    environ = {**(parse_env_file(env_file) if env_file else {}), **os.environ}
+    environ = _settings_environ(args.env_file)
     if args.backend:
         environ["BACKEND_API_URL"] = args.backend
     # Verifying signs nothing: a placeholder wallet satisfies the settings' checks, no key is read.

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import struct
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from ..config import WorkerConfig
 from ..errors import RenderError, WorkerError
 from ..ipfs.cid import cid_of_bytes, parse_cid
 from ..ipfs.client import IpfsClient
-from ..proof.png_chunks import PngError, image_sha256
+from ..proof.png_chunks import PngError, dimensions, image_sha256
 from ..proof.receipt import RECEIPT_FORMAT, SignedReceipt, extract, signature_valid
 from ..render.inventory import BlenderInventory, InstalledBlender
 from ..render.sandbox import run_probe
@@ -168,7 +167,7 @@ class Verifier:
 
     def _check_image(self, verdict: Verdict, png: bytes, receipt: dict[str, Any]) -> bool:
         actual, claimed = image_sha256(png), str(receipt.get("image_sha256"))
-        size = list(struct.unpack(">II", png[16:24]))
+        size = list(dimensions(png))
         if size != receipt.get("resolution"):
             return verdict.add(
                 "image",

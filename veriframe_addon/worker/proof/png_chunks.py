@@ -48,6 +48,16 @@ def image_sha256(data: bytes) -> str:
     return digest.hexdigest()
 
 
+def dimensions(data: bytes) -> tuple[int, int]:
+    """Width and height from the IHDR chunk (which a well-formed PNG has first)."""
+    for kind, body in chunks(data):
+        if kind == b"IHDR" and len(body) >= 8:
+            width, height = struct.unpack(">II", body[:8])
+            return width, height
+        break
+    raise PngError("the PNG does not begin with an IHDR chunk")
+
+
 def chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
