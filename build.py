@@ -46,6 +46,7 @@ APT_PACKAGES = [
     "libxrender1",
     "libxkbcommon0",
     "libsm6",
+    "tzdata",  # the system zone database: the schedule's daylight-saving tests read Europe/Berlin from it
 ]
 PYTEST_NO_TESTS = 5
 # The suite runs in this many pytest-xdist processes: a render waits on its Blender subprocess as much as
