@@ -15,7 +15,14 @@ measurements:
 - shared asset: how long the asset cache takes to hand that 200 MB asset to a second job, over its download;
 - delivery: from a job's upload start to its completion (what overlapping it with the next job could save);
 - pickup latency: from a job's submission, while the worker is idle, to its claim, against
-  ``POLL_INTERVAL`` (an idle worker polls once per interval, so about half of it is expected).
+  ``POLL_INTERVAL`` (an idle worker polls once per interval, so about half of it is expected);
+- streams: ``--jobs`` jobs back to back, the worker's wall time (first claim to last completion) over a
+  bare Blender loop's (one ``blender -b … -f 1`` after another), for GPU-sized frames (64x48, 1 EEVEE
+  sample: a second or two, like a full frame on a GPU) in the ``bpy`` module and in the binary, and for
+  the scene above; with the warm standby and prefetch on (the defaults);
+- render gap: from one job's completion to the next job's render starting, median (its scene prefetched,
+  its Blender parked);
+- standby RSS: the memory of one parked standby (sandbox, Blender and its warm-up frame).
 """
 
 from __future__ import annotations
@@ -54,7 +61,9 @@ os._exit(0)
 """
 
 
-def bare_render_seconds(blend: Path, out: Path, blender: str | None) -> float:
+def bare_render_seconds(
+    blend: Path, out: Path, blender: str | None, shader_cache: Path | None = None
+) -> float:
     """One render of ``blend`` by a fresh Blender, from process start to PNG on disk.
 
     ``blender``: a binary, run the way a user renders from the command line; None: the bpy module.
@@ -75,8 +84,15 @@ def bare_render_seconds(blend: Path, out: Path, blender: str | None) -> float:
         ]
     else:
         argv = [sys.executable, "-c", BARE_RENDER, str(blend), str(out)]
+    env = None
+    if shader_cache is not None:  # the same warm GL shader cache the worker's renders get
+        env = {
+            **os.environ,
+            "MESA_SHADER_CACHE_DIR": str(shader_cache / "mesa"),
+            "XDG_CACHE_HOME": str(shader_cache),
+        }
     started = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True)
+    subprocess.run(argv, check=True, capture_output=True, env=env)
     return time.perf_counter() - started
 
 
@@ -112,24 +128,35 @@ class Timeline:
         """From each job's upload start to its completion: the part a next job could overlap with."""
         return [end - start for start, end in self.spans_to_completion("uploading")]
 
+    def render_gaps(self) -> list[float]:
+        """From each completion to the next job's render starting."""
+        return self._gaps_to("rendering")
+
     def gaps(self) -> list[float]:
         """From each completion to the next job's download start."""
+        return self._gaps_to("downloading")
+
+    def _gaps_to(self, state: str) -> list[float]:
         result, done_at, completed = [], None, 0
         for at, status in self.events:
             if status.completed > completed:
                 completed, done_at = status.completed, at
-            elif status.state == "downloading" and done_at is not None:
+            elif status.state == state and done_at is not None:
                 result.append(at - done_at)
                 done_at = None
         return result
 
 
-def worker_runs(blend: Path, jobs: int, work: Path, blender: str | None) -> dict[str, float]:
+def worker_runs(
+    blend: Path, jobs: int, work: Path, blender: str | None, shader_cache: Path | None = None
+) -> dict[str, float]:
     with running_devnet(work / "devnet") as net:
         for _ in range(jobs):
             net.cli("submit", str(blend))
         env = {**net.worker_env(), "VERIFRAME_DATA_DIR": str(work / "worker"), "POLL_INTERVAL": "0.2"}
         env["BLENDER_PATH"] = blender or ""
+        if shader_cache is not None:
+            env["VERIFRAME_SHADER_CACHE"] = str(shader_cache)
         timeline = Timeline()
         process_started = time.perf_counter()
         worker = Worker(load_config(environ={**os.environ, **env}), on_status=timeline)
@@ -144,7 +171,57 @@ def worker_runs(blend: Path, jobs: int, work: Path, blender: str | None) -> dict
         "gap_ms_median": statistics.median(timeline.gaps()) * 1000 if timeline.gaps() else float("nan"),
         "jobs_completed": len(spans),
         "delivery_ms_median": statistics.median(timeline.deliveries()) * 1000,
+        "wall_seconds": spans[-1][1] - spans[0][0],
+        "render_gap_ms_median": statistics.median(timeline.render_gaps()) * 1000
+        if timeline.render_gaps()
+        else float("nan"),
     }
+
+
+def stream(size: str, samples: int, jobs: int, work: Path, blender: str | None) -> dict[str, float]:
+    """A stream of ``jobs`` jobs of one scene: the bare loop's wall and the worker's, side by side."""
+    work.mkdir(parents=True)
+    blend = work / "scene.blend"
+    subprocess.run(
+        [sys.executable, "-m", "devnet.sample_scene", str(blend), "--size", size, "--samples", str(samples)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    # One render first, not counted: both sides then start with the same warm shader cache.
+    shaders = work / "shader-cache"
+    bare_render_seconds(blend, work / "warm.png", blender, shaders)
+    bare = sum(bare_render_seconds(blend, work / f"bare{i}.png", blender, shaders) for i in range(jobs))
+    runs = worker_runs(blend, jobs, work, blender, shaders)
+    return {"bare_wall_seconds": bare, **runs, "ratio": runs["wall_seconds"] / bare}
+
+
+def parked_standby_rss_mb(work: Path) -> float:
+    """RSS of one parked standby of the bpy module, in the sandbox, summed over its process group."""
+    from veriframe_addon.worker.render.renderer import CHILD_SCRIPT, BlenderCommand, BlenderRenderer
+    from veriframe_addon.worker.render.sandbox import choose_sandbox
+
+    command = BlenderCommand(sys.executable, uses_bpy_module=True)
+    sandbox, _ = choose_sandbox("auto", sys.executable, True, CHILD_SCRIPT, command.probe_argv())
+    renderer = BlenderRenderer(command, 120, work / "shader-cache", sandbox=sandbox)
+    standby = renderer.start_standby(work / "jobs" / ".standby-bench", "WORKBENCH")
+    try:
+        if not standby.wait_parked(120):
+            return float("nan")
+        total_kb = 0
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.getpgid(int(entry.name)) != standby.pid:
+                        continue
+                    status = (entry / "status").read_text()
+                except (OSError, ProcessLookupError):
+                    continue
+                rss = [line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")]
+                total_kb += int(rss[0]) if rss else 0
+        return total_kb / 1024
+    finally:
+        standby.discard()
 
 
 PICKUP_POLL_INTERVAL = 2.0
@@ -339,6 +416,16 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="veriframe-bench-") as tmp:
         work = Path(tmp)
+        from buildtools.blender_binary import provisioned_blender
+
+        binary = args.blender or (str(provisioned_blender(ROOT / ".cache") or "") or None)
+        print("[bench] streams: GPU-sized frames (bpy module, binary), the 160x120 scene ...", flush=True)
+        streams = {"gpu-sized, bpy module": stream("64x48", 1, args.jobs, work / "gpu-bpy", None)}
+        if binary:
+            streams["gpu-sized, binary"] = stream("64x48", 1, args.jobs, work / "gpu-binary", binary)
+        streams["160x120 8 samples"] = stream("160x120", 8, args.jobs, work / "stream", args.blender)
+        print("[bench] parked standby ...", flush=True)
+        standby_rss = parked_standby_rss_mb(work / "standby")
         blend = work / "scene.blend"
         subprocess.run(
             [sys.executable, "-m", "devnet.sample_scene", str(blend), "--size", "160x120", "--samples", "8"],
@@ -360,7 +447,20 @@ def main() -> int:
     verify = verification_mb_s(args.asset_mb * 1_000_000)
 
     bare_median = statistics.median(bare)
+    stream_rows = [
+        (
+            f"stream {name}: worker wall / bare loop wall",
+            run["ratio"],
+            "<= 0.90" if name.startswith("160") else "<= 0.70",
+            run["ratio"] <= (0.90 if name.startswith("160") else 0.70),
+        )
+        for name, run in streams.items()
+    ]
+    gap = streams["gpu-sized, bpy module"]["render_gap_ms_median"]
     rows = [
+        *stream_rows,
+        ("completion to next render start, median ms", gap, "<= 50", gap <= 50),
+        ("parked standby RSS, MB", standby_rss, "-", True),
         (
             "overhead ratio (worker job / bare render)",
             runs["job_seconds_median"] / bare_median,
@@ -402,6 +502,8 @@ def main() -> int:
         **runs,
         "pickup_latency_seconds": pickup,
         **big,
+        "streams": streams,
+        "parked_standby_rss_mb": standby_rss,
         "rows": [{"metric": m, "value": v, "target": t, "met": ok} for m, v, t, ok in rows],
     }
     (out_dir / "latest.json").write_text(json.dumps(report, indent=2))

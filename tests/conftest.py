@@ -43,6 +43,8 @@ SLOWEST_FIRST = (
     "test_operator_control.py",
     "test_gui_screenshots.py",
     "test_monitoring.py",
+    "test_prefetch.py",
+    "test_warm_standby.py",
     "test_worker_e2e.py",
     "test_blender_inventory.py",
     "test_asset_cache.py",

@@ -84,6 +84,10 @@ class WorkerConfig:
     asset_cache_mb: int = DEFAULT_ASSET_CACHE_MB
     # How long a finished job's folder (its render and render.log) is kept; 0: removed at once.
     keep_results_hours: float = DEFAULT_KEEP_RESULTS_HOURS
+    # WARM_STANDBY: the next render's Blender starts (sandboxed, warmed on its own scene) before its job.
+    warm_standby: bool = True
+    # PREFETCH: while a job renders, the next acceptable job's asset is fetched into the asset cache.
+    prefetch: bool = True
 
     # Who stores results: kubo (the RPC API's add) or pinata (Pinata's pinning API).
     ipfs_provider: str = "kubo"
@@ -255,6 +259,8 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         shader_cache_dir=Path(shader_cache_text).expanduser().absolute() if shader_cache_text else None,
         asset_cache_mb=_parse_megabytes(get("ASSET_CACHE_MB"), "ASSET_CACHE_MB", DEFAULT_ASSET_CACHE_MB),
         keep_results_hours=_parse_hours(get("KEEP_RESULTS_HOURS"), "KEEP_RESULTS_HOURS"),
+        warm_standby=_parse_switch(get("WARM_STANDBY"), "WARM_STANDBY"),
+        prefetch=_parse_switch(get("PREFETCH"), "PREFETCH"),
         filters=_parse_filters(get),
         schedule=parse_schedule(get("SCHEDULE")),
         busy_cpu_share=_parse_busy(get("PAUSE_WHEN_BUSY")),
@@ -288,6 +294,18 @@ def _private_key(get: Callable[[str], str | None]) -> int:
     if not 0 < key < STARK_EC_ORDER:
         raise ConfigError("WORKER_KEYSTORE", "holds a key out of range for a Stark private key")
     return key
+
+
+def _parse_switch(text: str | None, name: str, default: bool = True) -> bool:
+    """An ``on``/``off`` setting (``yes``/``no``, ``true``/``false``, ``1``/``0`` too); unset: ``default``."""
+    value = (text or "").strip().lower()
+    if not value:
+        return default
+    if value in ("on", "yes", "true", "1"):
+        return True
+    if value in ("off", "no", "false", "0"):
+        return False
+    raise ConfigError(name, f"{text!r} is not on or off")
 
 
 def _parse_busy(text: str | None) -> float | None:

@@ -22,13 +22,15 @@ from .config import WorkerConfig
 from .errors import AssetTooLarge, RenderError, WorkerError
 from .ipfs.asset_cache import AssetCache
 from .ipfs.client import IpfsClient
+from .ipfs.prefetch import Prefetcher
 from .limits import MIB
 from .observe import telemetry
 from .observe.metrics import METRICS
 from .proof.png_chunks import PngError
 from .proof.receipt import SignedReceipt, build_receipt, embed, receipt_felt
 from .render.inventory import BlenderInventory
-from .render.renderer import RenderResult, png_size
+from .render.renderer import BlenderRenderer, RenderResult, png_size
+from .render.standby import Standby, StandbyKeeper
 from .scene.blend_header import BlendVersion, read_blend_version
 from .scene.job_settings import RenderSettings
 from .scene.unpack import prepare_blend
@@ -63,6 +65,12 @@ class JobFlow:
         self.books = books
         self.board = board
         self.stop = stop
+        # The next render's Blender, started early (WARM_STANDBY), and the next scene, fetched early
+        # (PREFETCH, set up by the worker, which knows which job comes next).
+        self.standby = StandbyKeeper(config.jobs_dir, enabled=config.warm_standby)
+        self.prefetcher: Prefetcher | None = None
+        self.more_jobs: Callable[[], bool] = lambda: True  # whether a job may follow the current one
+        self._warm_for: tuple[BlenderRenderer, str] | None = None  # the last job's Blender and engine
 
     def process(self, job: Job, settings: RenderSettings, state: JobState | None = None) -> bool:
         """Runs a claimed job to completion, from ``state`` when resuming; True when the backend accepted
@@ -123,7 +131,18 @@ class JobFlow:
             )
             job_dir = self.config.jobs_dir / job.id
             progress = self._progress_log(job.id)
-            result = renderer.render(blend, job_dir, settings, progress=progress, cancel=self.stop)
+            standby = self.standby.take(renderer)
+            if standby is not None:
+                log.info("[Worker] Rendering in a warm standby Blender (%s)", _standby_words(standby))
+            if self.prefetcher is not None and self.more_jobs():
+                self.prefetcher.start(job.id)
+            self._warm_for = (renderer, warm_engine(settings.engine))
+            try:
+                result = renderer.render(
+                    blend, job_dir, settings, progress=progress, cancel=self.stop, standby=standby
+                )
+            finally:
+                self.prepare_standby()  # the render is over: the next one's Blender starts now
             self.board.publish(render_blender=f"{blender.label} on {result.device}")
             log_missing_files(job.id, result.missing_files)
             log.info(
@@ -178,6 +197,8 @@ class JobFlow:
         """Uploads the rendered image; its CID goes into the journal before this returns."""
         output = Path(str((state.render or {})["output"]))
         png_size(output)  # a resumed render must still be there, and a PNG
+        if self.prefetcher is not None:
+            self.prefetcher.cancel()  # the upload comes first; the next job downloads the rest
         with telemetry.stage(job.id, "upload"):
             self.board.publish(state="uploading", progress=None)
             log.info("[Worker] Uploading render result to IPFS: %s", output)
@@ -188,6 +209,17 @@ class JobFlow:
         self.books.journal.record_result(job.id, result_cid)
         self.board.publish(last_render=output, last_result_cid=result_cid, last_receipt_signed=True)
         return result_cid
+
+    def prepare_standby(self) -> None:
+        """Starts the next job's standby Blender (the last job's Blender and engine; at first the newest
+        Blender, warmed with Workbench), unless no job may follow or one is parked already."""
+        if not self.standby.enabled or self.stop.is_set() or not self.more_jobs():
+            return
+        if self._warm_for is None:
+            blenders = self.blenders()
+            self._warm_for = (blenders.renderer_for(blenders.blenders[-1]), "WORKBENCH")
+        renderer, engine = self._warm_for
+        self.standby.prepare(renderer, engine)
 
     # -- helpers of the stages -----------------------------------------------------------------------
     def _from_cache(self, job: Job, dest: Path) -> bool:
@@ -241,6 +273,20 @@ class JobFlow:
                 log.info("[Worker] Rendering job %s: %d%%", job_id, round(fraction * 100))
 
         return on_progress
+
+
+def warm_engine(engine: str) -> str:
+    """What a standby warms up with for a job of ``engine``: Cycles loads its kernels; EEVEE and
+    Workbench share the GPU context that a Workbench frame sets up (a tiny EEVEE frame would compile
+    its shaders too, but costs seconds in software GL, more than it saves)."""
+    return "CYCLES" if engine == "CYCLES" else "WORKBENCH"
+
+
+def _standby_words(standby: Standby) -> str:
+    parked = standby.parked_seconds
+    if parked is None:
+        return "still warming up"
+    return f"started and warmed up in {parked:.1f}s before the job"
 
 
 def log_missing_files(job_id: str, missing: tuple[str, ...]) -> None:

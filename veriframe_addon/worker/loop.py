@@ -27,6 +27,7 @@ from .errors import AuthError, BackendError, InvalidCid, IpfsCredentialsRefused,
 from .ipfs.asset_cache import AssetCache
 from .ipfs.cid import parse_cid
 from .ipfs.client import IpfsClient, client_from_config, shown_url
+from .ipfs.prefetch import Prefetcher
 from .job import JobFlow
 from .limits import MIB
 from .net.retry import RetryPolicy
@@ -82,6 +83,12 @@ class Worker:
             stop=self.stop,
             signer=signer,
         )
+        if config.prefetch:
+            self.flow.prefetcher = Prefetcher(
+                self.flow.assets,
+                self.next_job,
+                lambda cancel: client_from_config(config, stop=cancel),
+            )
         self._blenders: BlenderInventory | None = None
         self.filters = config.filters.with_blocklist(self.blocklist_path)
         self._skipped_unclaimed: set[str] = set()  # malformed or filtered-out jobs, logged once
@@ -260,10 +267,25 @@ class Worker:
         current job finish first. Either one also cuts the wait between polls short.
         """
         idle = stop_after_job or self.stop
+
+        def more_jobs() -> bool:  # whether a job may follow the one in hand (a standby is worth it)
+            done = max_jobs is not None and len(self._taken) >= max_jobs
+            return not (done or self.stop.is_set() or idle.is_set())
+
+        self.flow.more_jobs = more_jobs
         self.announce()
         self.books.publish_history()
+        self.flow.standby.remove_stale()
         self.clean_up_old_jobs()
         log.info("[Worker] Starting job polling loop (interval: %gs)", self.config.poll_interval)
+        try:
+            return self._loop(max_jobs, idle)
+        finally:
+            self.flow.standby.close()
+            if self.flow.prefetcher is not None:
+                self.flow.prefetcher.cancel()
+
+    def _loop(self, max_jobs: int | None, idle: threading.Event) -> int:
         completed_before = self.status.completed
         consecutive_auth_failures = 0
         while not self.stop.is_set() and not idle.is_set():
@@ -274,7 +296,10 @@ class Worker:
                     self.connect()  # here, not before the loop: a backend that is down now may be up later
                 self.books.report_pending_results()
                 worked = self.books.resume_unfinished(self.process, self._taken)
-                if not worked and not self._held():
+                if not worked and self._held():
+                    self.flow.standby.close()  # held: no Blender waits, the machine is the operator's
+                elif not worked:
+                    self.flow.prepare_standby()  # idle: the next render's Blender starts before its job
                     worked = self.poll_once()
                 consecutive_auth_failures = 0
             except AuthError as exc:
@@ -404,6 +429,14 @@ class Worker:
                 self._refresh_figures()
             return True
         return False
+
+    def next_job(self, running_job: str) -> Job | None:
+        """The first available job this worker would take after ``running_job`` (for the prefetch;
+        nothing is claimed). Called from the prefetch thread: it only reads."""
+        for job in self.backend.available_jobs():
+            if job.id != running_job and job.id not in self._taken and self._acceptable(job) is not None:
+                return job
+        return None
 
     def _acceptable(self, job: Job) -> RenderSettings | None:
         """Settings for a job this worker may take, or None (journaled, malformed: skipped unclaimed)."""

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,30 @@ class AssetCache:
         os.utime(entry)
         return CachedAsset(dest, dest.stat().st_size)
 
+    def has(self, cid: str) -> bool:
+        entry = self._entry(cid) if self.enabled else None
+        return entry is not None and entry.is_file()
+
+    def adopt(self, cid: str, verified: Path) -> bool:
+        """Moves ``verified`` (a file in this cache's folder, already verified against ``cid``) in as
+        the entry for ``cid``, without a copy; False when it was not kept (``verified`` stays)."""
+        entry = self._entry(cid) if self.enabled else None
+        if entry is None:
+            return False
+        size = verified.stat().st_size
+        if size > self.max_bytes:
+            return False
+        self._make_room(size)
+        try:
+            with verified.open("rb") as written:  # on disk before its name says "verified"
+                os.fsync(written.fileno())
+            os.chmod(verified, stat.S_IRUSR | stat.S_IRGRP)
+            os.replace(verified, entry)
+        except OSError as exc:
+            log.warning("[Worker] Could not keep asset %s in the cache: %s", cid, exc)
+            return False
+        return True
+
     def add(self, cid: str, source: Path) -> bool:
         """Keeps a copy of ``source`` (already verified against ``cid``); False when it was not kept."""
         entry = self._entry(cid) if self.enabled else None
@@ -78,7 +103,7 @@ class AssetCache:
             return True
         self.root.mkdir(parents=True, exist_ok=True)
         self._make_room(size)
-        partial = entry.with_name(f".{entry.name}.{os.getpid()}.part")
+        partial = entry.with_name(f".{entry.name}.{os.getpid()}-{threading.get_ident()}.part")
         try:
             shutil.copyfile(source, partial)
             with partial.open("rb") as written:

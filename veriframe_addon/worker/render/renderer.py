@@ -3,6 +3,8 @@
 One launch per job both validates (a file Blender cannot open fails with Blender's own message) and
 renders. The child gets a scrubbed environment (no private key, no tokens), a home and temp folder inside
 the job folder, and its own process group, so a timeout or a stop kills Blender and anything it started.
+The launch may happen before the job exists: a warm standby (``standby.py``) is the same child, started
+the same way, that waits for its job's spec on stdin.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import queue
 import secrets
+import shutil
 import signal
 import struct
 import subprocess
@@ -30,6 +33,7 @@ from ..limits import CpuBudget, RenderLimits
 from ..scene.job_settings import RenderSettings
 from .devices import DeviceChoice
 from .sandbox import Sandbox
+from .standby import Standby, kill_group
 
 log = logging.getLogger("veriframe.worker")
 
@@ -67,6 +71,17 @@ class BlenderCommand:
         if self.uses_bpy_module:
             # -I: no PYTHON* variables, no user site, and not the job folder on sys.path.
             return [self.executable, "-I", str(CHILD_SCRIPT), str(spec)]
+        return self._binary(gpu_backend, [str(blend)], [str(spec)])
+
+    def standby_argv(self, token: str, engine: str, gpu_backend: str | None = None) -> list[str]:
+        """A render child that warms up with ``engine`` and waits for its spec (``render_child.py``)."""
+        standby = ["--standby", token, engine]
+        if self.uses_bpy_module:
+            return [self.executable, "-I", str(CHILD_SCRIPT), *standby]
+        return self._binary(gpu_backend, [], standby)
+
+    def _binary(self, gpu_backend: str | None, blend: list[str], child_args: list[str]) -> list[str]:
+        """A Blender binary in the background: factory settings, no scripts of the file, offline."""
         backend = ["--gpu-backend", gpu_backend] if gpu_backend else []  # EEVEE's GPU API, where set
         return [
             self.executable,
@@ -76,13 +91,13 @@ class BlenderCommand:
             "--disable-autoexec",
             "--offline-mode",
             "-noaudio",
-            str(blend),
+            *blend,
             "--python-exit-code",
             "1",
             "--python",
             str(CHILD_SCRIPT),
             "--",
-            str(spec),
+            *child_args,
         ]
 
     def probe_argv(self) -> list[str]:
@@ -232,6 +247,17 @@ class BlenderRenderer:
     def sandboxed(self) -> bool:
         return self.sandbox is not None
 
+    def start_standby(self, folder: Path, engine: str) -> Standby:
+        """Starts a warm standby in ``folder`` (fresh, a sibling of the job folders) for the next job."""
+        folder.mkdir(parents=True)
+        token = secrets.token_hex(8)
+        argv = self.command.standby_argv(token, engine, self.gpu_backend)
+        process = self._spawn(argv, folder, stdin=subprocess.PIPE)
+        lines: queue.Queue[str | None] = queue.Queue()
+        standby = Standby(self, process, folder, token, lines)
+        _read_output(process, lines, standby.note_line)
+        return standby
+
     def render(
         self,
         blend: Path,
@@ -240,35 +266,59 @@ class BlenderRenderer:
         *,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        standby: Standby | None = None,
     ) -> RenderResult:
-        # The child runs with the job folder as its cwd: every path it gets must be absolute.
+        """Renders ``blend`` (inside ``job_dir``) into ``job_dir/render``: in ``standby`` when given (it
+        is this job's from now on, and gone after), else in a child started for it."""
+        # The child runs with its folder as its cwd: every path it gets must be absolute.
         blend, job_dir = blend.resolve(), job_dir.resolve()
         out_dir = job_dir / "render"
         out_dir.mkdir(parents=True, exist_ok=True)
         output = out_dir / "render0001.png"
         output.unlink(missing_ok=True)
-        token = secrets.token_hex(8)
-        spec = job_dir / "render_spec.json"
-        spec.write_text(
-            json.dumps(
-                {
-                    "blend": str(blend),
-                    "output": str(output),
-                    "tmp_dir": str(job_dir / "tmp"),
-                    "settings": settings.to_json(),
-                    "limits": self.limits.to_json(),
-                    "cpu": self.cpu.to_json(),
-                    "device": (self.device if settings.device != "CPU" else DeviceChoice()).to_json(),
-                    "job_root": str(job_dir),
-                    "token": token,
-                }
-            ),
-            encoding="utf-8",
-        )
+        scene_dir = job_dir / "scene"
+        if standby is not None and not (standby.renderer is self and blend.is_relative_to(scene_dir)):
+            standby.discard()
+            standby = None
+        # The child's folder: the job's own, or the standby's, which gets the scene hard-linked into it.
+        root = standby.folder if standby is not None else job_dir
+        token = standby.token if standby is not None else secrets.token_hex(8)
 
-        started = time.monotonic()
-        events, tail, returncode = self._run_child(blend, spec, job_dir, token, progress, cancel)
-        seconds = time.monotonic() - started
+        def inside(path: Path) -> Path:
+            return root / path.relative_to(job_dir)
+
+        try:
+            if standby is not None:
+                link_tree(scene_dir, root / "scene")
+                (root / "render").mkdir(exist_ok=True)
+            spec = root / "render_spec.json"
+            spec.write_text(
+                json.dumps(
+                    {
+                        "blend": str(inside(blend)),
+                        "output": str(inside(output)),
+                        "tmp_dir": str(root / "tmp"),
+                        "settings": settings.to_json(),
+                        "limits": self.limits.to_json(),
+                        "cpu": self.cpu.to_json(),
+                        "device": (self.device if settings.device != "CPU" else DeviceChoice()).to_json(),
+                        "job_root": str(root),
+                        "token": token,
+                    }
+                ),
+                encoding="utf-8",
+            )
+            started = time.monotonic()
+            if standby is not None:
+                events, tail, returncode = self._run_standby(standby, spec, blend, job_dir, progress, cancel)
+                if inside(output).is_file():
+                    os.replace(inside(output), output)
+            else:
+                events, tail, returncode = self._run_child(blend, spec, job_dir, token, progress, cancel)
+            seconds = time.monotonic() - started
+        finally:
+            if standby is not None:
+                standby.discard()
 
         rejected = [e for e in events if e.get("event") == "rejected"]
         errors = [e for e in events if e.get("event") == "error"]
@@ -301,7 +351,7 @@ class BlenderRenderer:
             seconds,
             last_progress.get("samples_done"),
             last_progress.get("samples_total"),
-            tuple(str(path) for path in rendering.get("missing") or ()),
+            tuple(str(path).replace(str(root), str(job_dir), 1) for path in rendering.get("missing") or ()),
             str(done.get("blender") or ""),
             done.get("threads"),
             done.get("nice"),
@@ -317,11 +367,35 @@ class BlenderRenderer:
         progress: ProgressCallback | None,
         cancel: threading.Event | None,
     ) -> tuple[list[dict], deque[str], int | None]:
-        marker = f"@@VERIFRAME:{token} "
         argv = self.command.argv(blend, spec, self.gpu_backend)
+        process = self._spawn(argv, job_dir, stdin=subprocess.DEVNULL)
+        lines: queue.Queue[str | None] = queue.Queue()
+        _read_output(process, lines)
+        return self._watch(process, lines, blend, job_dir, token, progress, cancel)
+
+    def _run_standby(
+        self,
+        standby: Standby,
+        spec: Path,
+        blend: Path,
+        job_dir: Path,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> tuple[list[dict], deque[str], int | None]:
+        """Hands ``spec`` to the parked child and watches it render, as ``_run_child`` does a fresh one."""
+        assert standby.process.stdin is not None
+        try:
+            standby.process.stdin.write(f"{spec}\n")
+            standby.process.stdin.close()
+        except OSError:  # it died parked: what it said tells why (below)
+            pass
+        return self._watch(standby.process, standby.lines, blend, job_dir, standby.token, progress, cancel)
+
+    def _spawn(self, argv: list[str], work_dir: Path, *, stdin: int) -> subprocess.Popen:
+        """Starts a render child in ``work_dir``: sandboxed when set, its own process group, capped."""
         if self.sandbox is not None:
-            writable = [job_dir] + ([self.shader_cache] if self.shader_cache is not None else [])
-            argv = self.sandbox.wrap(argv, writable=writable, cwd=job_dir)
+            writable = [work_dir] + ([self.shader_cache] if self.shader_cache is not None else [])
+            argv = self.sandbox.wrap(argv, writable=writable, cwd=work_dir)
         log.debug("[Worker] Starting render child: %s", " ".join(argv))
         popen_extra: dict = (
             {"start_new_session": True, "preexec_fn": self._prepare_child}
@@ -331,23 +405,35 @@ class BlenderRenderer:
                 | (subprocess.BELOW_NORMAL_PRIORITY_CLASS if self.cpu.nice > 0 else 0)  # type: ignore[attr-defined]
             }
         )
+        process = subprocess.Popen(
+            argv,
+            cwd=work_dir,
+            env=child_environment(work_dir, self.shader_cache),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            **popen_extra,
+        )
+        return process
+
+    def _watch(
+        self,
+        process: subprocess.Popen,
+        lines: queue.Queue[str | None],
+        blend: Path,
+        job_dir: Path,
+        token: str,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> tuple[list[dict], deque[str], int | None]:
+        """Reads a render child's output until it ends: events, the last lines, its exit code. Kills it
+        on a stop or past ``timeout``; everything it printed goes to ``job_dir/render.log``."""
+        marker = f"@@VERIFRAME:{token} "
         with (job_dir / "render.log").open("w", encoding="utf-8", errors="replace") as blender_log:
-            process = subprocess.Popen(
-                argv,
-                cwd=job_dir,
-                env=child_environment(job_dir, self.shader_cache),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                bufsize=1,
-                **popen_extra,
-            )
-            lines: queue.Queue[str | None] = queue.Queue()
-            reader = threading.Thread(target=_pump, args=(process, lines), daemon=True, name="render-output")
-            reader.start()
             events: list[dict] = []
             tail: deque[str] = deque(maxlen=40)
             deadline = time.monotonic() + self.timeout
@@ -382,7 +468,7 @@ class BlenderRenderer:
                         tail.append(line.strip())
                 process.wait(timeout=max(1.0, deadline - time.monotonic()))
             except (RenderError, subprocess.TimeoutExpired) as exc:
-                _kill_group(process)
+                kill_group(process)
                 if isinstance(exc, subprocess.TimeoutExpired):
                     raise RenderTimeout(
                         f"render of {blend.name} did not exit in time and was killed"
@@ -390,8 +476,7 @@ class BlenderRenderer:
                 raise
             finally:
                 if process.poll() is None:
-                    _kill_group(process)
-                reader.join(timeout=5)
+                    kill_group(process)
         return events, tail, process.returncode
 
     def _prepare_child(self) -> None:
@@ -436,11 +521,33 @@ def _how_it_ended(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
-def _pump(process: subprocess.Popen, lines: queue.Queue) -> None:
-    assert process.stdout is not None
-    for line in process.stdout:
-        lines.put(line)
-    lines.put(None)
+def _read_output(
+    process: subprocess.Popen, lines: queue.Queue, on_line: Callable[[str], None] | None = None
+) -> None:
+    """A thread that queues the child's output lines (None at the end), showing each to ``on_line``."""
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if on_line is not None:
+                on_line(line)
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True, name="render-output").start()
+
+
+def link_tree(source: Path, dest: Path) -> None:
+    """``source``'s files hard-linked under ``dest`` (copied where links cannot be made, e.g. another
+    file system): instant, and the job folder keeps its own names for every file."""
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, dest, copy_function=link)
 
 
 def _parse_event(text: str) -> dict | None:
@@ -449,25 +556,3 @@ def _parse_event(text: str) -> dict | None:
     except ValueError:
         return None
     return event if isinstance(event, dict) else None
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    """Ends the child and everything it started: TERM, a short grace period, then KILL."""
-    if os.name == "posix":
-        for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                process.wait(timeout=grace)
-                # The leader is gone; make sure no straggler of its group survives it.
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                return
-            except subprocess.TimeoutExpired:
-                continue
-            return
-    else:
-        process.kill()
-        process.wait(timeout=10)

@@ -49,6 +49,8 @@ def remove_old_job_folders(
     for folder in jobs_dir.iterdir():
         if not folder.is_dir() or folder.is_symlink() or folder.name in in_use:
             continue
+        if folder.name.startswith("."):  # a parked standby's folder (render/standby.py), however old
+            continue
         try:
             age = now - folder.stat().st_mtime
         except FileNotFoundError:

@@ -1,0 +1,124 @@
+"""The warm standby (render/standby.py): the next render's Blender starts before its job, and sees nothing
+it should not. Real worker, real devnet, real bpy renders inside the bwrap sandbox.
+
+Every other render test goes through a standby too, since it is the default (``WARM_STANDBY=on``); this
+module checks what only a parked process can show: its environment and what its mount namespace holds,
+read from ``/proc`` while it waits.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from devnet.process import Devnet
+from veriframe_addon.worker.config import load_config
+from veriframe_addon.worker.errors import ConfigError
+
+from .conftest import start_worker, worker_env
+from .processes import pids_with
+
+SECRET_NAMES = ("WORKER_PRIVATE_KEY", "WORKER_KEYSTORE", "PINATA_JWT", "IPFS_API_AUTH", "BACKEND_API_URL")
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def _parked_standbys(jobs_dir: Path) -> list[int]:
+    """The render children waiting for a job under ``jobs_dir`` (their HOME is in their own folder)."""
+    found = []
+    for pid in pids_with("render_child.py", "--standby"):
+        try:
+            home = _environ(pid).get("HOME", "")
+        except OSError:
+            continue
+        if (
+            home.startswith(str(jobs_dir / ".standby-"))
+            and "bwrap" not in Path(f"/proc/{pid}/comm").read_text()
+        ):
+            found.append(pid)
+    return found
+
+
+def _wait_for(lines: list[str], stream, marker: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for line in stream:
+        lines.append(line)
+        if marker in line or time.monotonic() > deadline:
+            return
+
+
+@pytest.mark.skipif(
+    shutil.which("bwrap") is None or not sys.platform.startswith("linux"), reason="needs bwrap (Linux)"
+)
+def test_a_parked_standby_holds_no_secret_and_cannot_see_the_last_job(
+    devnet: Devnet, sample_blend: Path, tmp_path: Path, shader_cache: Path
+) -> None:
+    first = devnet.cli("submit", str(sample_blend), "--settings", '{"samples": 1}').strip()
+    data = tmp_path / "worker"
+    env = worker_env(devnet, data, RENDER_SANDBOX="bwrap", VERIFRAME_SHADER_CACHE=str(shader_cache))
+    worker = start_worker(env)
+    assert worker.stdout is not None
+    lines: list[str] = []
+    try:
+        _wait_for(lines, worker.stdout, f"Successfully completed job {first}", 240)
+        log = "".join(lines)
+        assert f"Successfully completed job {first}" in log, log[-3000:]
+        # The job rendered in the standby started while the worker was idle, warmed before the claim.
+        assert "[Worker] Rendering in a warm standby Blender" in log, log[-3000:]
+
+        # After the render the next standby started; it parks while the worker waits for jobs.
+        deadline = time.monotonic() + 60
+        while not (parked := _parked_standbys(data / "jobs")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(parked) == 1, f"one parked standby expected: {parked}"
+        pid = parked[0]
+        environ = _environ(pid)
+        own = Path(environ["HOME"]).parent
+        assert own.parent == data / "jobs" and own.name.startswith(".standby-")
+
+        # The environment: allowlisted variables and its own folders, never a secret or the backend.
+        for name in SECRET_NAMES:
+            assert name not in environ, f"{name} reached a standby"
+        key = env["WORKER_PRIVATE_KEY"].lower().removeprefix("0x")
+        assert not any(key in value.lower() for value in environ.values())
+        assert environ["TMPDIR"] == str(own / "tmp")
+
+        # Its view of the file system (the kernel's, through /proc/PID/root): its own folder is there,
+        # the job it did not render, the worker's books and the devnet are not.
+        root = Path(f"/proc/{pid}/root")
+        assert (root / own.relative_to("/")).is_dir(), "the probe sees the standby's own folder"
+        assert (data / "jobs" / first / "render" / "render0001.png").is_file()
+        for hidden in (data / "jobs" / first, data / "completed_jobs.json", data / "state", devnet.data):
+            assert not (root / hidden.relative_to("/")).exists(), f"a standby can see {hidden}"
+        # Nothing of the earlier job was put in its folder either.
+        assert {p.name for p in own.iterdir()} <= {"home", "tmp"}, sorted(own.iterdir())
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        rest, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, rest[-3000:]
+    # A stopped worker leaves no parked Blender and no standby folder behind.
+    assert _parked_standbys(data / "jobs") == []
+    assert list((data / "jobs").glob(".standby-*")) == []
+
+
+def test_warm_standby_and_prefetch_are_switches(tmp_path: Path) -> None:
+    base = {
+        "BACKEND_API_URL": "http://127.0.0.1:9/api/v1",
+        "WORKER_ADDRESS": "0x1",
+        "WORKER_PRIVATE_KEY": "0x1",
+        "VERIFRAME_DATA_DIR": str(tmp_path),
+    }
+    config = load_config(environ=base)
+    assert config.warm_standby and config.prefetch  # both on unless the operator turns them off
+    config = load_config(environ={**base, "WARM_STANDBY": "off", "PREFETCH": "no"})
+    assert not config.warm_standby and not config.prefetch
+    with pytest.raises(ConfigError, match="WARM_STANDBY"):
+        load_config(environ={**base, "WARM_STANDBY": "sometimes"})

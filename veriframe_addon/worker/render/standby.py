@@ -1,0 +1,190 @@
+"""A warm standby: the next render's Blender, started and warmed up before its job exists.
+
+Blender's start-up (0.45 s to ``import bpy``, 0.6 s for a binary) and its first render's set-up (the
+GPU context and the engine's shaders, about 0.6 s more) are paid by every job; on a GPU, where a frame
+takes a second, they decide the rate. A standby pays them while the worker polls, uploads or reports:
+``render_child.py --standby`` renders Blender's own default scene at a tiny size, then parks, waiting
+for one line on stdin (its job's spec). The renderer hands it the job (``StandbyStarter.render``).
+
+Isolation is the same as a cold render's. A standby is started exactly like one: the same sandbox, the
+same scrubbed environment (never the key), the same caps, in a fresh folder of its own
+(``JOBS/.standby-<hex>``, a sibling of the job folders, so a scene's relative paths resolve at the same
+depth), and it renders exactly one job and exits. Its job's scene is hard-linked into that folder (the
+job folder itself stays the record); nothing of an earlier job is ever in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger("veriframe.worker")
+
+FOLDER_PREFIX = ".standby-"
+
+
+class StandbyStarter(Protocol):
+    """What starts standbys: a ``StandbyStarter`` (``renderer.py``), one per installed Blender."""
+
+    def start_standby(self, folder: Path, engine: str) -> Standby: ...
+
+
+class Standby:
+    """One parked render process: its folder, its token and its output, read by a thread from the start."""
+
+    def __init__(
+        self,
+        renderer: StandbyStarter,
+        process: subprocess.Popen,
+        folder: Path,
+        token: str,
+        lines: queue.Queue[str | None],
+    ) -> None:
+        self.renderer = renderer
+        self.process = process
+        self.folder = folder
+        self.token = token
+        self.lines = lines
+        self.started = time.monotonic()
+        self.parked = threading.Event()  # set by the output reader on the child's "parked" line
+        self.parked_seconds: float | None = None
+        self.warm_error: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def note_line(self, line: str) -> None:
+        """Sees each output line (on the reader thread); the child's ``parked`` event sets ``parked``."""
+        marker = f"@@VERIFRAME:{self.token} "
+        if self.parked.is_set() or not line.startswith(marker):
+            return
+        try:
+            event = json.loads(line[len(marker) :])
+        except ValueError:
+            return
+        if isinstance(event, dict) and event.get("event") == "parked":
+            self.parked_seconds = event.get("seconds")
+            self.warm_error = event.get("warm_error")
+            self.parked.set()
+
+    def wait_parked(self, timeout: float) -> bool:
+        """Whether it parked within ``timeout`` seconds (False as well when it died warming up)."""
+        return self.parked.wait(timeout)
+
+    def discard(self) -> None:
+        """Ends the process (if still running) and removes its folder; safe to call more than once."""
+        if self.process.poll() is None:
+            kill_group(self.process)
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):  # a broken pipe: it is gone already
+                self.process.stdin.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class StandbyKeeper:
+    """Keeps at most one standby for one render slot: started when asked (``prepare``), handed to the
+    next render whose Blender it is (``take``), discarded otherwise."""
+
+    def __init__(self, jobs_dir: Path, *, enabled: bool) -> None:
+        self.jobs_dir = jobs_dir
+        self.enabled = enabled
+        self._standby: Standby | None = None
+        self._lock = threading.Lock()
+        self._failures = 0
+
+    @property
+    def current(self) -> Standby | None:
+        return self._standby
+
+    def remove_stale(self) -> None:
+        """Folders of standbys an earlier run left (killed with the worker): nothing in them is needed."""
+        if not self.jobs_dir.is_dir():
+            return
+        for folder in self.jobs_dir.glob(f"{FOLDER_PREFIX}*"):
+            if self._standby is None or folder != self._standby.folder:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def prepare(self, renderer: StandbyStarter, engine: str) -> Standby | None:
+        """Starts a standby for ``renderer`` warming with ``engine``, unless one is already there for it."""
+        if not self.enabled or self._failures >= 3:  # a Blender that cannot park: cold renders only
+            return None
+        with self._lock:
+            standby = self._standby
+            if standby is not None and standby.renderer is renderer and standby.alive:
+                return standby
+            if standby is not None:
+                standby.discard()
+            folder = self.jobs_dir / f"{FOLDER_PREFIX}{secrets.token_hex(6)}"
+            try:
+                self._standby = renderer.start_standby(folder, engine)
+            except OSError as exc:
+                self._failures += 1
+                self._standby = None
+                shutil.rmtree(folder, ignore_errors=True)
+                log.warning("[Worker] Could not start a standby Blender (renders start cold): %s", exc)
+                return None
+            log.debug("[Worker] Standby Blender started (pid %d) in %s", self._standby.pid, folder)
+            return self._standby
+
+    def take(self, renderer: StandbyStarter) -> Standby | None:
+        """The standby, now this job's, if it runs ``renderer``'s Blender and is alive; else None (any
+        other standby is discarded: a job's file decides its Blender)."""
+        with self._lock:
+            standby, self._standby = self._standby, None
+        if standby is None:
+            return None
+        if standby.renderer is renderer and standby.alive:
+            self._failures = 0
+            return standby
+        if not standby.alive:
+            self._failures += 1
+            log.warning(
+                "[Worker] The standby Blender exited before its job (code %s); rendering cold",
+                standby.process.returncode,
+            )
+        standby.discard()
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            standby, self._standby = self._standby, None
+        if standby is not None:
+            standby.discard()
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """Ends the child and everything it started: TERM, a short grace period, then KILL."""
+    if os.name == "posix":
+        for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                process.wait(timeout=grace)
+                # The leader is gone; make sure no straggler of its group survives it.
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
+            return
+    else:
+        process.kill()
+        process.wait(timeout=10)
