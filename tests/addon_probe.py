@@ -117,7 +117,7 @@ def scenario_draw_states(args: dict) -> dict:
     from veriframe_addon.worker.ops.status_server import STATES
     from veriframe_addon.worker.runner import BackgroundWorker, LogLine
     from veriframe_addon.worker.state.history import Earnings, HistoryEntry
-    from veriframe_addon.worker.status import BackendFigures, WorkerStatus
+    from veriframe_addon.worker.status import BackendFigures, SlotStatus, WorkerStatus
 
     addon_utils.enable(ADDON, default_set=True, handle_error=None)
     drawn: dict[str, list[str]] = {"offline": labels(draw_panel())}  # online access is off by default
@@ -168,6 +168,17 @@ def scenario_draw_states(args: dict) -> dict:
         drawn[f"{state} calls"] = [
             kw.get("text") or kw.get("listtype_name") or name for name, kw in calls if name != "label"
         ]
+    worker._thread = stand_in  # two render slots: one row each
+    worker.status = WorkerStatus(
+        state="rendering",
+        job_id="6f0c-job",
+        progress=0.42,
+        slots=(
+            SlotStatus(0, "CUDA NVIDIA A (CUDA_0)", "rendering", "6f0c-job", "QmA", 0.42),
+            SlotStatus(1, "CUDA NVIDIA B (CUDA_1)", "idle"),
+        ),
+    )
+    drawn["slots"] = labels(draw_panel())
     operators.SESSION.checks = [
         CheckResult("Backend", True, "reachable", 0.1),
         CheckResult("IPFS gateway", False, "HTTP 404", 0.2),

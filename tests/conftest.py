@@ -43,6 +43,7 @@ SLOWEST_FIRST = (
     "test_operator_control.py",
     "test_gui_screenshots.py",
     "test_monitoring.py",
+    "test_render_slots.py",
     "test_prefetch.py",
     "test_warm_standby.py",
     "test_worker_e2e.py",

@@ -23,6 +23,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,6 +70,8 @@ class FaultPolicy:
     delay_s: tuple[float, float] = (0.2, 1.0)
     seed: int = 0
     only_paths: tuple[str, ...] = ()
+    # Throttle: every response body flows at most this fast (per connection), faults or not; None: no cap.
+    bytes_per_s: float | None = None
 
     def __post_init__(self) -> None:
         # Lists are accepted too, but stored as tuples so the policy stays hashable and immutable.
@@ -83,6 +86,8 @@ class FaultPolicy:
         low, high = self.delay_s
         if not 0.0 <= low <= high:
             raise ValueError(f"delay_s must be (low, high) with 0 <= low <= high, got {self.delay_s}")
+        if self.bytes_per_s is not None and self.bytes_per_s <= 0:
+            raise ValueError(f"bytes_per_s must be above 0, got {self.bytes_per_s}")
 
 
 @dataclass(frozen=True)
@@ -433,6 +438,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         sent = 0
+        started = time.monotonic()
+        rate = self.server.proxy.policy.bytes_per_s
         for piece in pieces:
             if budget is not None and sent + len(piece) > budget:
                 self._write_piece(piece[: budget - sent], rechunk)
@@ -440,6 +447,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._write_piece(piece, rechunk)
             sent += len(piece)
+            if rate is not None:  # a slow gateway: wait until the bytes sent so far are due
+                ahead = sent / rate - (time.monotonic() - started)
+                if ahead > 0 and self.server.stopping.wait(ahead):
+                    return
         if rechunk:
             self.wfile.write(b"0\r\n\r\n")
 

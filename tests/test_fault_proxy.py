@@ -175,6 +175,17 @@ def test_delay_waits_then_forwards_intact(upstream: str) -> None:
         assert proxy.counts == {"delay": 1}
 
 
+def test_throttle_caps_the_body_rate_and_keeps_it_intact(upstream: str) -> None:
+    rate = len(BIG) / 0.5  # the whole body in no less than half a second
+    with FaultProxy(upstream, FaultPolicy(bytes_per_s=rate)) as proxy:
+        started = time.monotonic()
+        big = requests.get(f"{proxy.url}/big", timeout=TIMEOUT)
+        took = time.monotonic() - started
+    assert big.status_code == 200 and _sha(big.content) == _sha(BIG)
+    assert took >= 0.45  # the last 64 KiB piece (8 ms at this rate) may arrive before it is due
+    assert proxy.counts == {"forwarded": 1}
+
+
 def test_cut_is_noticed_by_the_client(upstream: str) -> None:
     with FaultProxy(upstream, FaultPolicy(rate=1.0, kinds=("cut",), seed=2)) as proxy:
         for _ in range(3):

@@ -53,6 +53,18 @@ def _wrapped(layout: bpy.types.UILayout, text: str, width: int = 44, icon: str =
         layout.label(text=line, icon=icon if index == 0 else "BLANK1")
 
 
+def _slot_rows(box: bpy.types.UILayout, slots: tuple) -> None:
+    """One row per render slot (RENDER_SLOTS above 1): its device, its state, its job and progress."""
+    box.label(text=f"{len(slots)} render slots", icon="NODE_COMPOSITING")
+    for slot in slots:
+        row = box.row()
+        state = slot.state.replace("-", " ").capitalize()
+        if slot.progress is not None and slot.state in {"downloading", "rendering"}:
+            state += f" {slot.progress * 100:.0f}%"
+        row.label(text=f"{slot.index + 1}: {slot.device}", icon=STATE_ICONS.get(slot.state, "QUESTION"))
+        row.label(text=f"{state}, job {slot.job_id[:8]}" if slot.job_id else state)
+
+
 def _token(worker: BackgroundWorker | None) -> Token:
     """The reward token as the worker's settings name it (STRK, 18 decimals, when none runs)."""
     return worker.config.filters.token if worker is not None else Token()
@@ -203,10 +215,12 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
             box.progress(factor=progress, type="BAR", text=bar)
         if status is not None and status.held:
             _wrapped(box, f"No new jobs: {status.held}", _chars_that_fit(context))
+        if status is not None and status.slots:
+            _slot_rows(box.box(), status.slots)
         if status is not None:
             if status.verified is False:
                 box.label(text="Not verified yet: no jobs until an admin verifies you", icon="ERROR")
-            if status.job_id:
+            if status.job_id and not status.slots:
                 box.label(text=f"Job {status.job_id}")
                 box.label(text=f"Asset {status.asset_cid or '-'}")
                 if status.creator:

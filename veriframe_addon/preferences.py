@@ -255,6 +255,25 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         min=0,
         max=19,
     )
+    render_slots: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Render slots",
+        description="Jobs rendered at once, each on its own GPU (0: one per chosen GPU, else 1)",
+        default=0,
+        min=0,
+        max=16,
+    )
+    warm_standby: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Warm standby",
+        description="Start the next render's Blender (sandboxed, warmed on its own tiny scene) before "
+        "its job arrives, so a job does not wait for Blender to start",
+        default=True,
+    )
+    prefetch: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Prefetch the next scene",
+        description="While a job renders, download the next job's scene (verified, not claimed) into "
+        "the asset cache",
+        default=True,
+    )
     keep_results_hours: bpy.props.FloatProperty(  # type: ignore[valid-type]
         name="Keep results (h)",
         description="Hours a finished job's folder (its render and log) is kept before it is removed "
@@ -344,6 +363,9 @@ class VeriFramePreferences(bpy.types.AddonPreferences):
         col.prop(self, "render_gpus")
         col.prop(self, "render_threads")
         col.prop(self, "render_nice")
+        col.prop(self, "render_slots")
+        col.prop(self, "warm_standby")
+        col.prop(self, "prefetch")
         col.prop(self, "data_dir")
         col.prop(self, "asset_cache_mb")
         col.prop(self, "keep_results_hours")

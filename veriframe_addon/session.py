@@ -50,6 +50,9 @@ PREF_TO_ENV = {
     "max_unpacked_mb": "MAX_UNPACKED_MB",
     "asset_cache_mb": "ASSET_CACHE_MB",
     "keep_results_hours": "KEEP_RESULTS_HOURS",
+    "render_slots": "RENDER_SLOTS",
+    "warm_standby": "WARM_STANDBY",
+    "prefetch": "PREFETCH",
     "schedule": "SCHEDULE",
     "pause_when_busy": "PAUSE_WHEN_BUSY",
     "busy_idle_minutes": "BUSY_IDLE_MINUTES",
@@ -61,7 +64,9 @@ PREF_TO_ENV = {
 }
 
 # Preferences whose 0 is a choice (off), not "unset": passed on like any other value.
-ZERO_IS_A_SETTING = frozenset({"asset_cache_mb", "keep_results_hours", "render_nice"})
+ZERO_IS_A_SETTING = frozenset(
+    {"asset_cache_mb", "keep_results_hours", "render_nice", "warm_standby", "prefetch"}  # False: off
+)
 
 
 def write_key_file(path: Path, key: str) -> None:

@@ -229,43 +229,61 @@ class Bookkeeper:
             log.info("[Worker] Reporting earlier result of job %s: %s", job_id, cid)
             self.report(job_id, cid, 100, 0)
 
-    def resume_unfinished(self, process: Process, taken: set[str]) -> bool:
+    def resume_unfinished(
+        self,
+        process: Process,
+        taken: set[str],
+        reserve: Callable[[str], bool] | None = None,
+        release: Callable[[str], None] | None = None,
+    ) -> bool:
         """Goes on with jobs this worker claimed before it was stopped or killed; True if one ran.
 
         Runs before every poll (a job paused while IPFS was down is tried again here). Results already
         uploaded are left to ``report_pending_results``. A job the backend no longer has assigned to
         this worker (its lease expired, or it finished) is let go, or recorded as completed when the
-        backend shows it completed by this worker. ``taken`` collects the jobs resumed.
+        backend shows it completed by this worker. ``taken`` collects the jobs resumed. With render
+        slots, ``reserve`` holds a job for the calling slot first (False: another slot runs it, or no
+        more may be taken) and ``release`` lets it go after.
         """
         resumed = False
         for state in self.states.unfinished():
             if self.stop.is_set():
                 break
-            if self.is_known(state.job_id):
-                if self.journal.is_finished(state.job_id):
-                    self.states.remove(state.job_id)
+            if reserve is not None and not reserve(state.job_id):
                 continue
-            job = self.backend.get_job(state.job_id)
-            if job.status == "completed" and self.is_mine(job):
-                log.info("[Worker] Job %s was completed by this worker before the restart", job.id)
-                self.journal.mark_completed(job.id)
-                self.states.remove(job.id)
-                continue
-            if job.status != "assigned" or not self.is_mine(job):
-                log.warning(
-                    "[Worker] Letting job %s go: it is %s and no longer assigned to this worker",
-                    job.id,
-                    job.status or "unknown",
-                )
-                self.states.remove(job.id)
-                remove_inputs(self.config.jobs_dir / job.id)
-                continue
-            log.info("[Worker] Resuming job %s from stage '%s'", job.id, state.stage)
-            self.board.publish(job_id=job.id, asset_cid=job.asset_cid)
-            taken.add(state.job_id)
-            process(job, RenderSettings(**state.settings), state)
-            resumed = not self.states.has(job.id)  # finished (completed or failed), not paused
+            try:
+                resumed = self._resume(state, process, taken) or resumed
+            finally:
+                if release is not None:
+                    release(state.job_id)
         return resumed
+
+    def _resume(self, state: JobState, process: Process, taken: set[str]) -> bool:
+        """One unfinished job of ``resume_unfinished``; True when it ran to its end (not paused)."""
+        if self.is_known(state.job_id):
+            if self.journal.is_finished(state.job_id):
+                self.states.remove(state.job_id)
+            return False
+        job = self.backend.get_job(state.job_id)
+        if job.status == "completed" and self.is_mine(job):
+            log.info("[Worker] Job %s was completed by this worker before the restart", job.id)
+            self.journal.mark_completed(job.id)
+            self.states.remove(job.id)
+            return False
+        if job.status != "assigned" or not self.is_mine(job):
+            log.warning(
+                "[Worker] Letting job %s go: it is %s and no longer assigned to this worker",
+                job.id,
+                job.status or "unknown",
+            )
+            self.states.remove(job.id)
+            remove_inputs(self.config.jobs_dir / job.id)
+            return False
+        log.info("[Worker] Resuming job %s from stage '%s'", job.id, state.stage)
+        self.board.publish(job_id=job.id, asset_cid=job.asset_cid)
+        taken.add(state.job_id)
+        process(job, RenderSettings(**state.settings), state)
+        return not self.states.has(job.id)  # finished (completed or failed), not paused
 
 
 def quality_score(render: dict) -> int:

@@ -88,6 +88,8 @@ class WorkerConfig:
     warm_standby: bool = True
     # PREFETCH: while a job renders, the next acceptable job's asset is fetched into the asset cache.
     prefetch: bool = True
+    # RENDER_SLOTS: jobs in flight at once (None: auto, one per chosen GPU, else 1).
+    render_slots: int | None = None
 
     # Who stores results: kubo (the RPC API's add) or pinata (Pinata's pinning API).
     ipfs_provider: str = "kubo"
@@ -261,6 +263,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         keep_results_hours=_parse_hours(get("KEEP_RESULTS_HOURS"), "KEEP_RESULTS_HOURS"),
         warm_standby=_parse_switch(get("WARM_STANDBY"), "WARM_STANDBY"),
         prefetch=_parse_switch(get("PREFETCH"), "PREFETCH"),
+        render_slots=_parse_slots(get("RENDER_SLOTS")),
         filters=_parse_filters(get),
         schedule=parse_schedule(get("SCHEDULE")),
         busy_cpu_share=_parse_busy(get("PAUSE_WHEN_BUSY")),
@@ -294,6 +297,23 @@ def _private_key(get: Callable[[str], str | None]) -> int:
     if not 0 < key < STARK_EC_ORDER:
         raise ConfigError("WORKER_KEYSTORE", "holds a key out of range for a Stark private key")
     return key
+
+
+MAX_RENDER_SLOTS = 16
+
+
+def _parse_slots(text: str | None) -> int | None:
+    """``RENDER_SLOTS``: ``auto`` (default: one per chosen GPU, else 1) or a count from 1 to 16."""
+    value = (text or "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    try:
+        slots = int(value)
+    except ValueError:
+        raise ConfigError("RENDER_SLOTS", f"{text!r} is not a whole number or auto") from None
+    if not 1 <= slots <= MAX_RENDER_SLOTS:
+        raise ConfigError("RENDER_SLOTS", f"must be from 1 to {MAX_RENDER_SLOTS}, not {slots}")
+    return slots
 
 
 def _parse_switch(text: str | None, name: str, default: bool = True) -> bool:

@@ -73,22 +73,8 @@ class Worker:
         self.backend = BackendClient(transport, self.auth)
         self.books = Bookkeeper(config, self.backend, self.board, self.stop)
         commands_from(config.blender_path)  # a malformed BLENDER_PATH fails here, before any network
-        self.flow = JobFlow(
-            config,
-            ipfs=client_from_config(config, stop=self.stop),
-            assets=AssetCache(config.asset_cache_dir, config.asset_cache_mb * MIB),
-            blenders=self.find_blenders,
-            books=self.books,
-            board=self.board,
-            stop=self.stop,
-            signer=signer,
-        )
-        if config.prefetch:
-            self.flow.prefetcher = Prefetcher(
-                self.flow.assets,
-                self.next_job,
-                lambda cancel: client_from_config(config, stop=cancel),
-            )
+        self._signer = signer
+        self.flow = self._new_flow(self.find_blenders)
         self._blenders: BlenderInventory | None = None
         self.filters = config.filters.with_blocklist(self.blocklist_path)
         self._skipped_unclaimed: set[str] = set()  # malformed or filtered-out jobs, logged once
@@ -96,6 +82,14 @@ class Worker:
         self._last_cleanup = 0.0
         self._taken: set[str] = set()  # jobs claimed or resumed in this run (--max-jobs counts these)
         self._block_lock = threading.Lock()
+        # Render slots (RENDER_SLOTS): the flows, one per slot (slot 0's is ``self.flow``), the jobs a
+        # slot holds now (never two slots on one job), and who connects or reports for all of them.
+        self.flows: list[JobFlow] = [self.flow]
+        self._in_flight: set[str] = set()
+        self._slots_lock = threading.Lock()
+        self._connect_lock = threading.Lock()
+        self._report_lock = threading.Lock()
+        self._max_jobs: int | None = None
         self.pause_flag = PauseFlag(config.data_dir)
         self._backend_active: bool | None = None  # what the backend was last told (None: nothing yet)
         self._active_retry_at = 0.0
@@ -104,6 +98,25 @@ class Worker:
             self._cpu.share()  # primed now: the first check before a job then has a real sample
         # Inside Blender: seconds since the operator last used it (the panel's timer sees the events).
         self.user_quiet_seconds = user_quiet_seconds
+
+    def _new_flow(self, blenders: Callable[[], BlenderInventory]) -> JobFlow:
+        """A job flow (one per render slot) with its own IPFS client, standby and prefetch."""
+        config = self.config
+        flow = JobFlow(
+            config,
+            ipfs=client_from_config(config, stop=self.stop),
+            assets=AssetCache(config.asset_cache_dir, config.asset_cache_mb * MIB),
+            blenders=blenders,
+            books=self.books,
+            board=self.board,
+            stop=self.stop,
+            signer=self._signer,
+        )
+        if config.prefetch:
+            flow.prefetcher = Prefetcher(
+                flow.assets, self.next_job, lambda cancel: client_from_config(config, stop=cancel)
+            )
+        return flow
 
     # -- what the rest of the program reads ----------------------------------------------------------
     @property
@@ -264,43 +277,99 @@ class Worker:
         """Polls and processes jobs until stopped or ``max_jobs`` were taken; returns jobs completed.
 
         ``self.stop`` ends the run at once (a running render is killed); ``stop_after_job`` lets the
-        current job finish first. Either one also cuts the wait between polls short.
+        jobs in hand finish first. Either one also cuts the wait between polls short. With several
+        render slots each slot runs this loop in a thread of its own, on its own device.
         """
         idle = stop_after_job or self.stop
+        self._max_jobs = max_jobs
 
         def more_jobs() -> bool:  # whether a job may follow the one in hand (a standby is worth it)
-            done = max_jobs is not None and len(self._taken) >= max_jobs
-            return not (done or self.stop.is_set() or idle.is_set())
+            return not (self._all_taken() or self.stop.is_set() or idle.is_set())
 
-        self.flow.more_jobs = more_jobs
         self.announce()
+        self._set_up_slots()
+        for flow in self.flows:
+            flow.more_jobs = more_jobs
         self.books.publish_history()
         self.flow.standby.remove_stale()
         self.clean_up_old_jobs()
         log.info("[Worker] Starting job polling loop (interval: %gs)", self.config.poll_interval)
-        try:
-            return self._loop(max_jobs, idle)
-        finally:
-            self.flow.standby.close()
-            if self.flow.prefetcher is not None:
-                self.flow.prefetcher.cancel()
-
-    def _loop(self, max_jobs: int | None, idle: threading.Event) -> int:
         completed_before = self.status.completed
+        try:
+            if len(self.flows) == 1:
+                self._loop(self.flow, idle)
+            else:
+                self._run_slots(idle)
+        finally:
+            for flow in self.flows:
+                flow.standby.close()
+                if flow.prefetcher is not None:
+                    flow.prefetcher.cancel()
+        self.board.publish(state="stopped", job_id=None, asset_cid=None, progress=None)
+        return self.status.completed - completed_before
+
+    def _set_up_slots(self) -> None:
+        """One flow per render slot (``RENDER_SLOTS``), each with its share of the devices."""
+        inventory = self.find_blenders()
+        count = inventory.slot_count(self.config.render_slots)
+        if len(self.flows) == count:
+            return
+        slots = [inventory.for_slot(i, count) for i in range(count)]
+        self.flow.blenders = lambda: slots[0]
+        self.flows = [self.flow] + [self._new_flow(lambda s=slot: s) for slot in slots[1:]]
+        described = [_slot_words(slot) for slot in slots]
+        if count > 1:
+            log.info("[Worker] %d render slots: %s", count, "; ".join(described))
+        self.board.set_slots(described)
+
+    def _run_slots(self, idle: threading.Event) -> None:
+        """Each slot's loop in its own thread; the first error that stops one stops them all."""
+        errors: list[BaseException] = []
+
+        def slot_main(index: int) -> None:
+            self.board.bind_slot(index)
+            try:
+                self._loop(self.flows[index], idle)
+            except BaseException as exc:  # handed to the caller, which raises it
+                errors.append(exc)
+                self.stop.set()
+            finally:
+                self.board.publish(state="stopped", job_id=None, asset_cid=None, progress=None)
+
+        threads = [
+            threading.Thread(target=slot_main, args=(i,), name=f"veriframe-slot-{i}", daemon=True)
+            for i in range(len(self.flows))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
+        if errors:
+            raise errors[0]
+
+    def _loop(self, flow: JobFlow, idle: threading.Event) -> None:
         consecutive_auth_failures = 0
+        first_slot = flow is self.flow  # housekeeping is one slot's job
         while not self.stop.is_set() and not idle.is_set():
-            if max_jobs is not None and len(self._taken) >= max_jobs:
+            if self._all_taken():
                 break
             try:
                 if not self.auth.signed_in:
-                    self.connect()  # here, not before the loop: a backend that is down now may be up later
-                self.books.report_pending_results()
-                worked = self.books.resume_unfinished(self.process, self._taken)
+                    with self._connect_lock:  # one sign-in for every slot
+                        if not self.auth.signed_in:
+                            self.connect()  # here: a backend that is down now may be up later
+                if self._report_lock.acquire(blocking=False):
+                    try:
+                        self.books.report_pending_results()
+                    finally:
+                        self._report_lock.release()
+                worked = self.books.resume_unfinished(flow.process, self._taken, self._reserve, self._release)
                 if not worked and self._held():
-                    self.flow.standby.close()  # held: no Blender waits, the machine is the operator's
+                    flow.standby.close()  # held: no Blender waits, the machine is the operator's
                 elif not worked:
-                    self.flow.prepare_standby()  # idle: the next render's Blender starts before its job
-                    worked = self.poll_once()
+                    flow.prepare_standby()  # idle: the next render's Blender starts before its job
+                    worked = self.poll_once(flow)
                 consecutive_auth_failures = 0
             except AuthError as exc:
                 consecutive_auth_failures += 1
@@ -323,13 +392,33 @@ class Worker:
                 log.error("[Worker] Waiting for the backend (%s)%s", exc, note)
                 worked = False
             if not worked:
-                if time.monotonic() - self._last_cleanup >= CLEANUP_EVERY_SECONDS:
+                if first_slot and time.monotonic() - self._last_cleanup >= CLEANUP_EVERY_SECONDS:
                     self.clean_up_old_jobs()
                 if self.status.state not in ("waiting", *HELD_STATES):
                     self.board.publish(state="idle", job_id=None, asset_cid=None, progress=None)
                 self._wait(idle)
-        self.board.publish(state="stopped", job_id=None, asset_cid=None, progress=None)
-        return self.status.completed - completed_before
+
+    # -- one job per slot ----------------------------------------------------------------------------
+    def _all_taken(self) -> bool:
+        """Whether ``max_jobs`` jobs are taken or held by a slot (no slot takes another)."""
+        with self._slots_lock:
+            return self._max_jobs is not None and len(self._taken | self._in_flight) >= self._max_jobs
+
+    def _reserve(self, job_id: str) -> bool:
+        """Holds ``job_id`` for the calling slot: False when another slot holds it, or ``max_jobs`` are
+        taken. Held before its claim or resume, let go after: two slots never run one job."""
+        with self._slots_lock:
+            if job_id in self._in_flight:
+                return False
+            counted = self._taken | self._in_flight
+            if self._max_jobs is not None and job_id not in self._taken and len(counted) >= self._max_jobs:
+                return False
+            self._in_flight.add(job_id)
+            return True
+
+    def _release(self, job_id: str) -> None:
+        with self._slots_lock:
+            self._in_flight.discard(job_id)
 
     def _wait(self, idle: threading.Event) -> None:
         """The pause between polls; held, it looks again each second, so Resume acts at once."""
@@ -408,8 +497,10 @@ class Worker:
             log.warning("[Worker] Could not clean up old job folders: %s", exc)
 
     # -- polling --------------------------------------------------------------------------------------
-    def poll_once(self) -> bool:
-        """Looks for a job and processes the first one it can claim; True if a job was taken."""
+    def poll_once(self, flow: JobFlow | None = None) -> bool:
+        """Looks for a job and processes the first one it can claim (in ``flow``, a slot's; default
+        the first); True if a job was taken."""
+        flow = flow or self.flow
         self.board.publish(state="polling")
         log.info("[Worker] Polling for jobs...")
         jobs = self.backend.available_jobs()
@@ -419,22 +510,30 @@ class Worker:
         for job in jobs:
             if self.stop.is_set():
                 return False
+            if job.id in self._in_flight:  # another slot's
+                continue
             settings = self._acceptable(job)
-            if settings is None:
+            if settings is None or not self._reserve(job.id):
                 continue
-            if not self._claim(job):
-                continue
-            self._taken.add(job.id)
-            if self.process(job, settings):
-                self._refresh_figures()
-            return True
+            try:
+                if not self._claim(job):
+                    continue
+                with self._slots_lock:
+                    self._taken.add(job.id)
+                if flow.process(job, settings):
+                    self._refresh_figures()
+                return True
+            finally:
+                self._release(job.id)
         return False
 
     def next_job(self, running_job: str) -> Job | None:
         """The first available job this worker would take after ``running_job`` (for the prefetch;
         nothing is claimed). Called from the prefetch thread: it only reads."""
         for job in self.backend.available_jobs():
-            if job.id != running_job and job.id not in self._taken and self._acceptable(job) is not None:
+            if job.id == running_job or job.id in self._taken or job.id in self._in_flight:
+                continue
+            if self._acceptable(job) is not None:
                 return job
         return None
 
@@ -522,6 +621,14 @@ class Worker:
             return
         self._last_verified_check = now
         self._note_verification(self.backend.me())
+
+
+def _slot_words(inventory: BlenderInventory) -> str:
+    """What one render slot renders on, e.g. ``CUDA NVIDIA RTX 4090 (CUDA_0)`` or ``CPU, 1 thread``."""
+    newest = inventory.blenders[-1]
+    threads = inventory.renderer_for(newest).cpu.threads
+    cpu = f"CPU, {threads} thread{'s' if threads != 1 else ''}" if threads else "CPU"
+    return newest.device.describe() if newest.device.is_gpu else cpu
 
 
 def _active(active: bool) -> str:

@@ -7,6 +7,7 @@ headless summary read the snapshots it hands on.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +42,29 @@ class WorkerStatus:
     render_blender: str | None = None  # the Blender rendering the job in hand, or that rendered the last
     creator: str | None = None  # the creator of the job in hand
     held: str | None = None  # why no new job is taken now, e.g. "outside the schedule until Mon 18:00"
+    slots: tuple[SlotStatus, ...] = ()  # with RENDER_SLOTS above 1: what each slot does, slot 0 first
     history: tuple[HistoryEntry, ...] = ()  # the newest finished jobs, newest first
     earnings: Earnings | None = None  # from this node's history
     backend_figures: BackendFigures | None = None  # the backend's own record of this worker
+
+
+# The fields that describe the job in hand: with several render slots, each slot has its own.
+SLOT_FIELDS = ("state", "job_id", "asset_cid", "progress", "samples", "render_blender", "creator")
+
+
+@dataclass(frozen=True)
+class SlotStatus:
+    """One render slot's job in hand (the fields of ``SLOT_FIELDS``) and what it renders on."""
+
+    index: int
+    device: str = ""
+    state: str = "idle"
+    job_id: str | None = None
+    asset_cid: str | None = None
+    progress: float | None = None
+    samples: tuple[int, int] | None = None
+    render_blender: str | None = None
+    creator: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,19 +90,53 @@ class BackendFigures:
 
 
 class StatusBoard:
-    """Holds the current snapshot and hands each new one to ``on_status`` (a queue, the status server)."""
+    """Holds the current snapshot and hands each new one to ``on_status`` (a queue, the status server).
+
+    With several render slots each slot's thread is bound to its slot (``bind_slot``): what it publishes
+    about its job goes to its ``SlotStatus``, and the top-level job fields follow the latest change of
+    any slot (one line for a glance; the slots are the whole picture). Safe from any thread.
+    """
 
     def __init__(self, on_status: Callable[[WorkerStatus], None] | None = None) -> None:
         self.current = WorkerStatus()
         self._on_status = on_status
+        self._lock = threading.RLock()
+        self._slot = threading.local()
+
+    def set_slots(self, devices: list[str]) -> None:
+        """Several render slots from now on, one per device description (none: one slot, no rows)."""
+        slots = tuple(SlotStatus(i, device) for i, device in enumerate(devices)) if len(devices) > 1 else ()
+        self.publish(slots=slots)
+
+    def bind_slot(self, index: int | None) -> None:
+        """The calling thread publishes for slot ``index`` (None: for the worker as a whole)."""
+        self._slot.index = index
 
     def publish(self, **changes: object) -> None:
-        self.current = dataclasses.replace(self.current, **changes)
-        if self._on_status is not None:
-            self._on_status(self.current)
+        with self._lock:
+            index = getattr(self._slot, "index", None)
+            if index is not None and index < len(self.current.slots):
+                mine = {k: v for k, v in changes.items() if k in SLOT_FIELDS}
+                if mine:
+                    slots = list(self.current.slots)
+                    slots[index] = dataclasses.replace(slots[index], **mine)
+                    changes = {**changes, "slots": tuple(slots)}
+                    if changes.get("state") in ("idle", "stopped") and self._others_busy(index):
+                        changes = {k: v for k, v in changes.items() if k not in SLOT_FIELDS}
+            self.current = dataclasses.replace(self.current, **changes)
+            if self._on_status is not None:
+                self._on_status(self.current)
+
+    def _others_busy(self, index: int) -> bool:
+        others = (slot for slot in self.current.slots if slot.index != index)
+        return any(slot.state not in ("idle", "stopped") for slot in others)
 
     def count_completed(self, reward: int) -> None:
-        self.publish(completed=self.current.completed + 1, reward_total=self.current.reward_total + reward)
+        with self._lock:
+            self.publish(
+                completed=self.current.completed + 1, reward_total=self.current.reward_total + reward
+            )
 
     def count_failed(self, last_error: str) -> None:
-        self.publish(failed=self.current.failed + 1, last_error=last_error)
+        with self._lock:
+            self.publish(failed=self.current.failed + 1, last_error=last_error)

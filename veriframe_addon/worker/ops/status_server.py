@@ -132,6 +132,22 @@ class WorkerMonitor:
                 "stage": status.state if status.state in JOB_STAGES else None,
                 "progress": status.progress,
             }
+        slots = [
+            {
+                "slot": slot.index,
+                "device": slot.device,
+                "state": slot.state,
+                "job": None
+                if slot.job_id is None
+                else {
+                    "id": slot.job_id,
+                    "asset_cid": slot.asset_cid,
+                    "stage": slot.state if slot.state in JOB_STAGES else None,
+                    "progress": slot.progress,
+                },
+            }
+            for slot in status.slots
+        ]
         document: dict[str, object] = {
             "status": "degraded" if problems else "ok",
             "problems": problems,
@@ -139,6 +155,7 @@ class WorkerMonitor:
             "signed_in": signed_in,
             "verified": status.verified,
             "current_job": current,
+            "slots": slots,  # with RENDER_SLOTS above 1: each slot's job (current_job: the latest change)
             "completed": status.completed,
             "failed": status.failed,
             "last_error": status.last_error,
@@ -186,9 +203,16 @@ class LiveGauges(Collector):
             "1 for the job in hand, labelled by id and stage.",
             labels=["job_id", "stage"],
         )
-        if isinstance(current, dict):
-            job.add_metric([str(current["id"]), current["stage"] or ""], 1)
+        slot_jobs = [slot["job"] for slot in health["slots"] if slot["job"]]  # type: ignore[union-attr]
+        for held in slot_jobs or ([current] if isinstance(current, dict) else []):
+            job.add_metric([str(held["id"]), held["stage"] or ""], 1)
         yield job
+        busy = GaugeMetricFamily(
+            "veriframe_slot_busy", "1 while a render slot holds a job (RENDER_SLOTS).", labels=["slot"]
+        )
+        for slot in health["slots"]:  # type: ignore[union-attr]
+            busy.add_metric([str(slot["slot"])], int(slot["job"] is not None))
+        yield busy
         progress = current["progress"] if isinstance(current, dict) else None
         yield _gauge(
             "veriframe_current_job_progress", "Progress of the current stage, 0 to 1.", progress or 0

@@ -185,6 +185,32 @@ class BlenderInventory:
             gpu_backend=config.render_gpu_backend,
         )
 
+    def slot_count(self, wanted: int | None) -> int:
+        """Render slots: ``wanted`` (RENDER_SLOTS), or one per GPU the newest Blender renders on, else 1."""
+        if wanted is not None:
+            return wanted
+        device = self.blenders[-1].device
+        return max(1, len(device.devices)) if device.is_gpu else 1
+
+    def for_slot(self, index: int, count: int) -> BlenderInventory:
+        """The same Blenders for render slot ``index`` of ``count``: with as many GPUs as slots, each slot
+        renders on its own GPU (else every slot shares them); CPU threads are split between the slots
+        (``RENDER_THREADS``, or every core, divided by ``count``)."""
+        if count == 1:
+            return self
+        blenders, renderers = [], {}
+        for blender in self.blenders:
+            device = blender.device
+            if device.is_gpu and len(device.devices) >= count:
+                device = dataclasses.replace(device, devices=(device.devices[index],))
+            slot_blender = dataclasses.replace(blender, device=device)
+            renderer = self._renderers[blender.command.executable]
+            total = renderer.cpu.threads or os.cpu_count() or 1
+            cpu = dataclasses.replace(renderer.cpu, threads=max(1, total // count))
+            renderers[blender.command.executable] = renderer.with_device(device, cpu)
+            blenders.append(slot_blender)
+        return BlenderInventory(blenders, renderers)
+
     def renderer_for(self, blender: InstalledBlender) -> BlenderRenderer:
         return self._renderers[blender.command.executable]
 

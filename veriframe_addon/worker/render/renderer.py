@@ -247,6 +247,19 @@ class BlenderRenderer:
     def sandboxed(self) -> bool:
         return self.sandbox is not None
 
+    def with_device(self, device: DeviceChoice, cpu: CpuBudget) -> BlenderRenderer:
+        """The same Blender, sandbox and caps, rendering on ``device`` with ``cpu`` (a render slot's)."""
+        return BlenderRenderer(
+            self.command,
+            self.timeout,
+            self.shader_cache,
+            limits=self.limits,
+            sandbox=self.sandbox,
+            cpu=cpu,
+            device=device,
+            gpu_backend=self.gpu_backend,
+        )
+
     def start_standby(self, folder: Path, engine: str) -> Standby:
         """Starts a warm standby in ``folder`` (fresh, a sibling of the job folders) for the next job."""
         folder.mkdir(parents=True)
