@@ -28,17 +28,21 @@ measurements:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
 from devnet.process import ROOT, running_devnet
 from veriframe_addon.worker.config import load_config
@@ -120,6 +124,45 @@ class Timeline:
                 since = None
         return spans
 
+    def wall(self) -> float:
+        """From the first claim (by any slot) to the last completion."""
+        return self._last_completion() - self._first_claim()
+
+    def _first_claim(self) -> float:
+        return next(
+            at
+            for at, status in self.events
+            if status.state == "claiming" or any(slot.state == "claiming" for slot in status.slots)
+        )
+
+    def _last_completion(self) -> float:
+        done = [
+            at
+            for (at, status), (_, before) in zip(self.events[1:], self.events, strict=False)
+            if status.completed > before.completed
+        ]
+        return done[-1]
+
+    def completed(self) -> int:
+        return self.events[-1][1].completed if self.events else 0
+
+    def io_shares(self) -> list[float]:
+        """Per render slot, the share of the wall time it spent on I/O (claiming, downloading, uploading,
+        reporting) rather than rendering or waiting for a job."""
+        start, end = self._first_claim(), self._last_completion()
+        io_states = {"claiming", "downloading", "uploading", "reporting"}
+        slots = max((len(status.slots) for _, status in self.events), default=0) or 1
+        spent = [0.0] * slots
+        for (at, status), (after, _) in zip(self.events, self.events[1:], strict=False):
+            at, after = max(at, start), min(after, end)
+            if after <= at:
+                continue
+            states = [slot.state for slot in status.slots] or [status.state]
+            for index, state in enumerate(states):
+                if state in io_states:
+                    spent[index] += after - at
+        return [round(seconds / (end - start), 3) for seconds in spent]
+
     def job_spans(self) -> list[tuple[float, float]]:
         """(claim started, completion) per completed job, in order."""
         return self.spans_to_completion("claiming")
@@ -148,19 +191,36 @@ class Timeline:
 
 
 def worker_runs(
-    blend: Path, jobs: int, work: Path, blender: str | None, shader_cache: Path | None = None
+    blend: Path | list[Path],
+    jobs: int,
+    work: Path,
+    blender: str | None,
+    shader_cache: Path | None = None,
+    *,
+    settings: dict[str, str] | None = None,
+    gateway_bytes_per_s: float | None = None,
 ) -> dict[str, float]:
-    with running_devnet(work / "devnet") as net:
-        for _ in range(jobs):
-            net.cli("submit", str(blend))
+    """``jobs`` jobs (of ``blend``, or one per asset of a list) through one worker against a fresh devnet;
+    ``settings`` are more of the worker's settings, ``gateway_bytes_per_s`` throttles its gateway."""
+    from tests.fault_proxy import FaultPolicy, FaultProxy
+
+    assets = blend if isinstance(blend, list) else [blend] * jobs
+    with running_devnet(work / "devnet") as net, contextlib.ExitStack() as stack:
+        for asset in assets:
+            net.cli("submit", str(asset))
         env = {**net.worker_env(), "VERIFRAME_DATA_DIR": str(work / "worker"), "POLL_INTERVAL": "0.2"}
         env["BLENDER_PATH"] = blender or ""
         if shader_cache is not None:
             env["VERIFRAME_SHADER_CACHE"] = str(shader_cache)
+        if gateway_bytes_per_s is not None:
+            gateway = net.env["IPFS_GATEWAY"].removesuffix("/ipfs")
+            proxy = stack.enter_context(FaultProxy(gateway, FaultPolicy(bytes_per_s=gateway_bytes_per_s)))
+            env["IPFS_GATEWAY"] = f"{proxy.url}/ipfs"
+        env.update(settings or {})
         timeline = Timeline()
         process_started = time.perf_counter()
         worker = Worker(load_config(environ={**os.environ, **env}), on_status=timeline)
-        worker.run(max_jobs=jobs)
+        worker.run(max_jobs=len(assets))
     spans = timeline.job_spans()
     durations = [end - start for start, end in spans]
     first_from_start = spans[0][1] - process_started
@@ -169,31 +229,70 @@ def worker_runs(
         "first_job_seconds_from_start": first_from_start,
         "second_job_seconds": durations[1] if len(durations) > 1 else float("nan"),
         "gap_ms_median": statistics.median(timeline.gaps()) * 1000 if timeline.gaps() else float("nan"),
-        "jobs_completed": len(spans),
+        "jobs_completed": timeline.completed(),
         "delivery_ms_median": statistics.median(timeline.deliveries()) * 1000,
-        "wall_seconds": spans[-1][1] - spans[0][0],
+        "wall_seconds": timeline.wall(),
         "render_gap_ms_median": statistics.median(timeline.render_gaps()) * 1000
         if timeline.render_gaps()
         else float("nan"),
+        "io_share_per_slot": timeline.io_shares(),
     }
 
 
-def stream(size: str, samples: int, jobs: int, work: Path, blender: str | None) -> dict[str, float]:
-    """A stream of ``jobs`` jobs of one scene: the bare loop's wall and the worker's, side by side."""
-    work.mkdir(parents=True)
-    blend = work / "scene.blend"
+def sample_scene(path: Path, size: str, samples: int) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "devnet.sample_scene", str(blend), "--size", size, "--samples", str(samples)],
+        [sys.executable, "-m", "devnet.sample_scene", str(path), "--size", size, "--samples", str(samples)],
         cwd=ROOT,
         check=True,
         capture_output=True,
     )
+    return path
+
+
+def stream(
+    size: str, samples: int, jobs: int, work: Path, blender: str | None, **options: Any
+) -> dict[str, Any]:
+    """A stream of ``jobs`` jobs of one scene: the bare loop's wall and the worker's, side by side."""
+    work.mkdir(parents=True)
+    blend = sample_scene(work / "scene.blend", size, samples)
     # One render first, not counted: both sides then start with the same warm shader cache.
     shaders = work / "shader-cache"
     bare_render_seconds(blend, work / "warm.png", blender, shaders)
     bare = sum(bare_render_seconds(blend, work / f"bare{i}.png", blender, shaders) for i in range(jobs))
-    runs = worker_runs(blend, jobs, work, blender, shaders)
+    runs = worker_runs(blend, jobs, work, blender, shaders, **options)
     return {"bare_wall_seconds": bare, **runs, "ratio": runs["wall_seconds"] / bare}
+
+
+SLOW_GATEWAY_BYTES_PER_S = 25e6
+SLOW_ASSET_BYTES = 50_000_000
+
+
+def slow_gateway_stream(jobs: int, work: Path) -> dict[str, Any]:
+    """``jobs`` GPU-sized jobs, each a distinct 50 MB scene (the frame's .blend and 50 MB of other files
+    in one zip), behind a gateway throttled to 25 MB/s: the worker's wall over the bare loop's plus the
+    time the downloads alone take at that rate."""
+    work.mkdir(parents=True)
+    blend = sample_scene(work / "scene.blend", "64x48", 1)
+    filler = random.Random(3).randbytes(SLOW_ASSET_BYTES - blend.stat().st_size)
+    assets = []
+    for index in range(jobs):
+        archive = work / f"scene{index}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+            zf.write(blend, f"shot{index}/scene.blend")
+            zf.writestr(f"shot{index}/textures/baked.bin", filler)
+        assets.append(archive)
+    shaders = work / "shader-cache"
+    bare_render_seconds(blend, work / "warm.png", None, shaders)
+    bare = sum(bare_render_seconds(blend, work / f"bare{i}.png", None, shaders) for i in range(jobs))
+    downloads = sum(a.stat().st_size for a in assets) / SLOW_GATEWAY_BYTES_PER_S
+    runs = worker_runs(assets, jobs, work, None, shaders, gateway_bytes_per_s=SLOW_GATEWAY_BYTES_PER_S)
+    baseline = bare + downloads
+    return {
+        "bare_wall_seconds": bare,
+        "download_seconds": downloads,
+        **runs,
+        "ratio": runs["wall_seconds"] / baseline,
+    }
 
 
 def parked_standby_rss_mb(work: Path) -> float:
@@ -424,6 +523,9 @@ def main() -> int:
         if binary:
             streams["gpu-sized, binary"] = stream("64x48", 1, args.jobs, work / "gpu-binary", binary)
         streams["160x120 8 samples"] = stream("160x120", 8, args.jobs, work / "stream", args.blender)
+        print("[bench] slow gateway (25 MB/s, 50 MB scenes), then 2 slots vs 1 ...", flush=True)
+        slow = slow_gateway_stream(args.jobs, work / "slow")
+        two_slots = stream("64x48", 1, args.jobs, work / "two-slots", None, settings={"RENDER_SLOTS": "2"})
         print("[bench] parked standby ...", flush=True)
         standby_rss = parked_standby_rss_mb(work / "standby")
         blend = work / "scene.blend"
@@ -457,8 +559,25 @@ def main() -> int:
         for name, run in streams.items()
     ]
     gap = streams["gpu-sized, bpy module"]["render_gap_ms_median"]
+    one_slot = streams["gpu-sized, bpy module"]
     rows = [
         *stream_rows,
+        (
+            "slow gateway: worker wall / (bare loop + downloads)",
+            slow["ratio"],
+            "<= 0.75",
+            slow["ratio"] <= 0.75,
+        ),
+        (
+            "2 slots / 1 slot, wall (2 cores, CPU-bound)",
+            two_slots["wall_seconds"] / one_slot["wall_seconds"],
+            "-",
+            True,
+        ),
+        *(
+            (f"2 slots: slot {i + 1}'s share of time on I/O", share, "-", True)
+            for i, share in enumerate(two_slots["io_share_per_slot"])
+        ),
         ("completion to next render start, median ms", gap, "<= 50", gap <= 50),
         ("parked standby RSS, MB", standby_rss, "-", True),
         (
@@ -503,6 +622,8 @@ def main() -> int:
         "pickup_latency_seconds": pickup,
         **big,
         "streams": streams,
+        "slow_gateway": slow,
+        "two_slots": two_slots,
         "parked_standby_rss_mb": standby_rss,
         "rows": [{"metric": m, "value": v, "target": t, "met": ok} for m, v, t, ok in rows],
     }
