@@ -297,8 +297,8 @@ class BlenderRenderer:
         root = standby.folder if standby is not None else job_dir
         token = standby.token if standby is not None else secrets.token_hex(8)
 
-        def inside(path: Path) -> Path:
-            return root / path.relative_to(job_dir)
+        def inside(path: Path) -> Path:  # a path in the job folder, as the standby sees it
+            return root / path.relative_to(job_dir) if standby is not None else path
 
         try:
             if standby is not None:
