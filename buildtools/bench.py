@@ -239,9 +239,11 @@ def worker_runs(
     }
 
 
-def sample_scene(path: Path, size: str, samples: int) -> Path:
+def sample_scene(path: Path, size: str, samples: int, saved_by: str | None = None) -> Path:
+    """The demo's scene, saved by ``saved_by`` (a Python with ``bpy``; default this one)."""
+    python = saved_by or sys.executable
     subprocess.run(
-        [sys.executable, "-m", "devnet.sample_scene", str(path), "--size", size, "--samples", str(samples)],
+        [python, "-m", "devnet.sample_scene", str(path), "--size", size, "--samples", str(samples)],
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -254,7 +256,10 @@ def stream(
 ) -> dict[str, Any]:
     """A stream of ``jobs`` jobs of one scene: the bare loop's wall and the worker's, side by side."""
     work.mkdir(parents=True)
-    blend = sample_scene(work / "scene.blend", size, samples)
+    # A binary may be older than this bpy (Debian's 4.3): the oldest test Blender saves its scene.
+    oldest = ROOT / ".cache" / "bpy-venvs" / "4.2" / "bin" / "python"
+    saved_by = str(oldest) if blender and oldest.exists() else None
+    blend = sample_scene(work / "scene.blend", size, samples, saved_by)
     # One render first, not counted: both sides then start with the same warm shader cache.
     shaders = work / "shader-cache"
     bare_render_seconds(blend, work / "warm.png", blender, shaders)
