@@ -439,9 +439,9 @@ def big_asset(size: int, work: Path) -> dict[str, float]:
             sampler.join()
         download_s = time.perf_counter() - started
         # The next job on the same scene: what the worker's asset cache does instead of downloading.
-        worker.assets.add(cid, work / "downloaded")
+        worker.flow.assets.add(cid, work / "downloaded")
         started = time.perf_counter()
-        worker.assets.copy_to(cid, work / "from-cache")
+        worker.flow.assets.copy_to(cid, work / "from-cache")
         cached_s = time.perf_counter() - started
     return {"rss_growth_mb": peak[0] - baseline, "download_s": download_s, "cached_fetch_s": cached_s}
 
