@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,14 +154,23 @@ def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
-def run_worker_until(env: dict[str, str], marker: str, count: int, timeout: float = 120) -> WorkerRun:
-    """Runs the worker until ``marker`` appeared ``count`` times in its log, then stops it with SIGTERM."""
+def run_worker_until(
+    env: dict[str, str],
+    marker: str,
+    count: int,
+    timeout: float = 120,
+    on_line: Callable[[str], None] | None = None,
+) -> WorkerRun:
+    """Runs the worker until ``marker`` appeared ``count`` times in its log, then stops it with SIGTERM;
+    ``on_line`` sees each log line as it comes (a test acting mid-run)."""
     process = start_worker(env)
     assert process.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + timeout
     for line in process.stdout:
         lines.append(line)
+        if on_line is not None:
+            on_line(line)
         if sum(marker in ln for ln in lines) >= count or time.monotonic() > deadline:
             break
     process.send_signal(signal.SIGTERM)

@@ -3,10 +3,9 @@ real devnet, real renders; the gateway that lies is a real HTTP server in front 
 
 from __future__ import annotations
 
-import signal
 import threading
-import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -19,7 +18,7 @@ from veriframe_addon.worker.ipfs.asset_cache import AssetCache
 from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 from veriframe_addon.worker.net.transport import JsonTransport
 
-from .conftest import start_worker, worker_env
+from .conftest import run_worker_until, worker_env
 from .servers import serve_app
 
 
@@ -76,23 +75,12 @@ def _ipfs_lying_first(gateway: str, api: str, target: str, lies: int) -> tuple[F
     return app, answers
 
 
-def _run_until(env: dict[str, str], marker: str, timeout: float, on_line=None) -> str:
-    worker = start_worker(env)
-    assert worker.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    try:
-        for line in worker.stdout:
-            lines.append(line)
-            if on_line is not None:
-                on_line(line)
-            if marker in line or time.monotonic() > deadline:
-                break
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        rest, _ = worker.communicate(timeout=60)
-    assert worker.returncode == 0, "".join(lines)[-3000:] + rest[-2000:]
-    return "".join(lines) + rest
+def _run_until(
+    env: dict[str, str], marker: str, timeout: float, on_line: Callable[[str], None] | None = None
+) -> str:
+    run = run_worker_until(env, marker, 1, timeout, on_line)
+    assert run.returncode == 0, run.output[-5000:]
+    return run.output
 
 
 def test_the_next_scene_is_fetched_during_the_render_and_bytes_that_fail_verification_are_never_kept(

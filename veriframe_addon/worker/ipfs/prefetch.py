@@ -38,7 +38,6 @@ class Prefetcher:
         self.client = client  # an IPFS client that gives up when its event is set
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
-        self.fetched: list[str] = []  # CIDs this worker prefetched (for the log and the tests)
 
     @property
     def busy(self) -> bool:
@@ -88,7 +87,6 @@ class Prefetcher:
         finally:
             partial.unlink(missing_ok=True)
         if kept:
-            self.fetched.append(job.asset_cid)
             log.info(
                 "[Worker] Prefetched job %s's asset %s (%d bytes, verified, %.1fs) while rendering",
                 job.id,

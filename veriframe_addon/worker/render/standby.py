@@ -108,10 +108,6 @@ class StandbyKeeper:
         self._lock = threading.Lock()
         self._failures = 0
 
-    @property
-    def current(self) -> Standby | None:
-        return self._standby
-
     def remove_stale(self) -> None:
         """Folders of standbys an earlier run left (killed with the worker): nothing in them is needed."""
         if not self.jobs_dir.is_dir():
