@@ -154,6 +154,28 @@ def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
+def read_until(
+    process: subprocess.Popen[str],
+    lines: list[str],
+    done: Callable[[str], bool],
+    timeout: float,
+    on_line: Callable[[str], None] | None = None,
+) -> bool:
+    """Reads ``process``'s output into ``lines`` until ``done`` holds for the log so far, the output ends,
+    or ``timeout`` passes (checked per line); whether ``done`` held. The process keeps running."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    for line in process.stdout:
+        lines.append(line)
+        if on_line is not None:
+            on_line(line)
+        if done("".join(lines)):
+            return True
+        if time.monotonic() > deadline:
+            return False
+    return False
+
+
 def run_worker_until(
     env: dict[str, str],
     marker: str,
@@ -164,15 +186,8 @@ def run_worker_until(
     """Runs the worker until ``marker`` appeared ``count`` times in its log, then stops it with SIGTERM;
     ``on_line`` sees each log line as it comes (a test acting mid-run)."""
     process = start_worker(env)
-    assert process.stdout is not None
     lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    for line in process.stdout:
-        lines.append(line)
-        if on_line is not None:
-            on_line(line)
-        if sum(marker in ln for ln in lines) >= count or time.monotonic() > deadline:
-            break
+    read_until(process, lines, lambda log: log.count(marker) >= count, timeout, on_line)
     process.send_signal(signal.SIGTERM)
     rest, _ = process.communicate(timeout=60)
     return WorkerRun(process.returncode, "".join(lines) + rest, Path(env["VERIFRAME_DATA_DIR"]))

@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import requests
@@ -19,7 +18,7 @@ from devnet.process import Devnet
 from veriframe_addon.worker.ops.status_server import StatusServer, WorkerMonitor
 from veriframe_addon.worker.status import StatusBoard
 
-from .conftest import run_worker, start_worker, worker_env
+from .conftest import read_until, run_worker, start_worker, worker_env
 
 SETTINGS = ("--settings", '{"samples": 1, "resolution_percentage": 50}')
 # Workbench: a real render that takes a fraction of a second, so ten jobs test the claims, not the CPU.
@@ -34,14 +33,6 @@ def _journal(data: Path) -> dict:
     return json.loads((data / "completed_jobs.json").read_text())
 
 
-def _read_until(process, lines: list[str], done, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    for line in process.stdout:
-        lines.append(line)
-        if done("".join(lines)) or time.monotonic() > deadline:
-            return
-
-
 def _two_in_flight(
     devnet: Devnet, sample_blend: Path, data: Path, shader_cache: Path, submitted: int
 ) -> tuple[list[str], dict[str, str], subprocess.Popen[str], list[str]]:
@@ -50,7 +41,7 @@ def _two_in_flight(
     env = worker_env(devnet, data, RENDER_SLOTS="2", VERIFRAME_SHADER_CACHE=str(shader_cache))
     worker = start_worker(env)
     lines: list[str] = []
-    _read_until(worker, lines, lambda log: log.count("[Worker] Validating and rendering") >= 2, 180)
+    read_until(worker, lines, lambda log: log.count("[Worker] Validating and rendering") >= 2, 180)
     return jobs, env, worker, lines
 
 

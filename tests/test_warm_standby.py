@@ -20,7 +20,7 @@ from devnet.process import Devnet
 from veriframe_addon.worker.config import load_config
 from veriframe_addon.worker.errors import ConfigError
 
-from .conftest import start_worker, worker_env
+from .conftest import read_until, start_worker, worker_env
 from .processes import pids_with
 
 SECRET_NAMES = ("WORKER_PRIVATE_KEY", "WORKER_KEYSTORE", "PINATA_JWT", "IPFS_API_AUTH", "BACKEND_API_URL")
@@ -47,14 +47,6 @@ def _parked_standbys(jobs_dir: Path) -> list[int]:
     return found
 
 
-def _wait_for(lines: list[str], stream, marker: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    for line in stream:
-        lines.append(line)
-        if marker in line or time.monotonic() > deadline:
-            return
-
-
 @pytest.mark.skipif(
     shutil.which("bwrap") is None or not sys.platform.startswith("linux"), reason="needs bwrap (Linux)"
 )
@@ -68,7 +60,7 @@ def test_a_parked_standby_holds_no_secret_and_cannot_see_the_last_job(
     assert worker.stdout is not None
     lines: list[str] = []
     try:
-        _wait_for(lines, worker.stdout, f"Successfully completed job {first}", 240)
+        read_until(worker, lines, lambda log: f"Successfully completed job {first}" in log, 240)
         log = "".join(lines)
         assert f"Successfully completed job {first}" in log, log[-3000:]
         # The job rendered in the standby started while the worker was idle, warmed before the claim.

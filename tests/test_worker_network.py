@@ -19,7 +19,7 @@ from veriframe_addon.worker.net.retry import RetryPolicy
 from veriframe_addon.worker.net.transport import JsonTransport
 from veriframe_addon.worker.scene.job_settings import RenderSettings
 
-from .conftest import run_worker, start_worker, worker_env
+from .conftest import read_until, run_worker, start_worker, worker_env
 from .servers import serve_app
 
 
@@ -230,12 +230,8 @@ def test_worker_started_during_a_backend_outage_waits_and_then_works(
         job_id = devnet.cli("submit", str(sample_blend)).strip()
     # The devnet is stopped now.
     worker = start_worker(env, "--max-jobs", "1")
-    assert worker.stdout is not None
-    lines = []
-    for line in worker.stdout:
-        lines.append(line)
-        if "backend unreachable" in line:
-            break
+    lines: list[str] = []
+    read_until(worker, lines, lambda log: "backend unreachable" in log, 120)
     with running_devnet(data, ports=ports) as devnet:
         rest, _ = worker.communicate(timeout=300)
         output = "".join(lines) + rest

@@ -28,7 +28,7 @@ from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 from veriframe_addon.worker.proof.png_chunks import image_sha256, without_itxt
 from veriframe_addon.worker.proof.receipt import RECEIPT_KEYWORD, SignedReceipt, embed, extract, receipt_felt
 
-from .conftest import run_worker, run_worker_until, start_worker, worker_env
+from .conftest import read_until, run_worker, run_worker_until, start_worker, worker_env
 from .processes import render_children
 from .servers import serve_app
 
@@ -234,12 +234,8 @@ def test_stop_now_leaves_the_job_claimed_and_the_next_start_resumes_it(
     data_dir = tmp_path / "worker"
     env = worker_env(devnet, data_dir)
     process = start_worker(env, "--max-jobs", "1")
-    assert process.stdout is not None
     log: list[str] = []
-    for line in process.stdout:
-        log.append(line)
-        if "Rendering job" in line:
-            break
+    read_until(process, log, lambda text: "Rendering job" in text, 120)
     process.send_signal(signal.SIGTERM)
     time.sleep(0.5)  # two signals sent at once would merge into one
     process.send_signal(signal.SIGTERM)
@@ -260,10 +256,7 @@ def test_stop_now_leaves_the_job_claimed_and_the_next_start_resumes_it(
 def test_one_sigterm_finishes_the_job_in_hand(devnet: Devnet, sample_blend: Path, tmp_path: Path) -> None:
     job_id = _submit(devnet, sample_blend)
     process = start_worker(worker_env(devnet, tmp_path / "worker"))
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "Rendering job" in line:
-            break
+    read_until(process, [], lambda log: "Rendering job" in log, 120)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 0, output

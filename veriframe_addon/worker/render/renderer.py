@@ -31,6 +31,7 @@ from pathlib import Path
 from ..errors import ConfigError, RenderCancelled, RenderError, RenderTimeout, SceneRejected
 from ..limits import CpuBudget, RenderLimits
 from ..scene.job_settings import RenderSettings
+from .child_events import child_event
 from .devices import DeviceChoice
 from .sandbox import Sandbox
 from .standby import Standby, kill_group
@@ -445,7 +446,6 @@ class BlenderRenderer:
     ) -> tuple[list[dict], deque[str], int | None]:
         """Reads a render child's output until it ends: events, the last lines, its exit code. Kills it
         on a stop or past ``timeout``; everything it printed goes to ``job_dir/render.log``."""
-        marker = f"@@VERIFRAME:{token} "
         with (job_dir / "render.log").open("w", encoding="utf-8", errors="replace") as blender_log:
             events: list[dict] = []
             tail: deque[str] = deque(maxlen=40)
@@ -466,10 +466,8 @@ class BlenderRenderer:
                     if line is None:
                         break
                     blender_log.write(line)
-                    if line.startswith(marker):
-                        event = _parse_event(line[len(marker) :])
-                        if event is None:
-                            continue
+                    event = child_event(line, token)
+                    if event is not None:
                         events.append(event)
                         if event.get("event") == "progress" and progress is not None:
                             progress(
@@ -561,11 +559,3 @@ def link_tree(source: Path, dest: Path) -> None:
             shutil.copy2(src, dst)
 
     shutil.copytree(source, dest, copy_function=link)
-
-
-def _parse_event(text: str) -> dict | None:
-    try:
-        event = json.loads(text)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None

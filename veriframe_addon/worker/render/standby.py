@@ -16,7 +16,6 @@ job folder itself stays the record); nothing of an earlier job is ever in it.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -28,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Protocol
+
+from .child_events import child_event
 
 log = logging.getLogger("veriframe.worker")
 
@@ -71,14 +72,10 @@ class Standby:
 
     def note_line(self, line: str) -> None:
         """Sees each output line (on the reader thread); the child's ``parked`` event sets ``parked``."""
-        marker = f"@@VERIFRAME:{self.token} "
-        if self.parked.is_set() or not line.startswith(marker):
+        if self.parked.is_set():
             return
-        try:
-            event = json.loads(line[len(marker) :])
-        except ValueError:
-            return
-        if isinstance(event, dict) and event.get("event") == "parked":
+        event = child_event(line, self.token)
+        if event is not None and event.get("event") == "parked":
             self.parked_seconds = event.get("seconds")
             self.warm_error = event.get("warm_error")
             self.parked.set()
@@ -180,7 +177,29 @@ def kill_group(process: subprocess.Popen) -> None:
                 return
             except subprocess.TimeoutExpired:
                 continue
+            _wait_group_gone(process.pid, 5.0)
             return
     else:
         process.kill()
         process.wait(timeout=10)
+
+
+def _wait_group_gone(group: int, timeout: float) -> None:
+    """Waits until no live process of ``group`` is left: a killed Blender with its GL context and its
+    memory takes a moment to go, and a caller told "killed" may look for it (or start the next render
+    beside it) straight away. Zombies count as gone; Linux only (elsewhere this returns at once)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_in_group(stat, group) for stat in proc.glob("[0-9]*/stat")):
+        time.sleep(0.02)
+
+
+def _in_group(stat: Path, group: int) -> bool:
+    """Whether the process of ``/proc/PID/stat`` is alive and in process group ``group``."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()  # after "PID (command)": state ppid pgrp
+    except (OSError, IndexError):
+        return False  # it ended while we looked
+    return len(fields) > 2 and fields[0] not in "ZX" and fields[2] == str(group)
