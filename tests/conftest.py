@@ -72,12 +72,18 @@ def sandbox(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(scope="session")
+# The session's GL shader cache (``shader_cache``), the default of every ``worker_env``.
+_SHADER_CACHE: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
 def shader_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One warm GL shader cache for every worker of the session, as a long-running node has (else each
-    test's first render compiles EEVEE's shaders again, about 25 s here); Mesa's cache is safe to share
-    across processes."""
-    return tmp_path_factory.mktemp("shader-cache")
+    test's first render compiles EEVEE's shaders again, about 20 s here); Mesa's cache is safe to share
+    across processes. Every ``worker_env`` uses it unless a test names another."""
+    if not _SHADER_CACHE:
+        _SHADER_CACHE.append(tmp_path_factory.mktemp("shader-cache"))
+    return _SHADER_CACHE[0]
 
 
 def oldest_bpy_python() -> str:
@@ -123,6 +129,8 @@ def worker_env(devnet: Devnet, data_dir: Path, **overrides: str) -> dict[str, st
     env = {k: v for k, v in os.environ.items() if k not in {"BLENDER_PATH", "LOG_LEVEL"}}
     env.update(devnet.worker_env())
     env.update({"VERIFRAME_DATA_DIR": str(data_dir), "POLL_INTERVAL": "0.5", "RENDER_TIMEOUT": "240"})
+    if _SHADER_CACHE:
+        env["VERIFRAME_SHADER_CACHE"] = str(_SHADER_CACHE[0])
     env.update(overrides)
     return env
 

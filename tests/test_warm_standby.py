@@ -8,6 +8,7 @@ read from ``/proc`` while it waits.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
@@ -19,6 +20,10 @@ import pytest
 from devnet.process import Devnet
 from veriframe_addon.worker.config import load_config
 from veriframe_addon.worker.errors import ConfigError
+from veriframe_addon.worker.job import on_gpu, warm_engine
+from veriframe_addon.worker.limits import DEFAULT_RENDER_NICE, CpuBudget
+from veriframe_addon.worker.render.renderer import BlenderCommand, BlenderRenderer
+from veriframe_addon.worker.render.standby import StandbyKeeper, can_leave_idle_priority, group_threads
 
 from .conftest import read_until, start_worker, worker_env
 from .processes import pids_with
@@ -114,3 +119,45 @@ def test_warm_standby_and_prefetch_are_switches(tmp_path: Path) -> None:
     assert not config.warm_standby and not config.prefetch
     with pytest.raises(ConfigError, match="WARM_STANDBY"):
         load_config(environ={**base, "WARM_STANDBY": "sometimes"})
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_a_standby_beside_a_render_waits_at_idle_priority_until_promoted(tmp_path: Path) -> None:
+    """A standby started beside a running render (on a GPU node) takes only CPU time nobody else wants;
+    after the render it gets the renders' own priority back: every thread, nice (RENDER_NICE) kept."""
+    if not can_leave_idle_priority():
+        pytest.skip("this user may not leave SCHED_IDLE (not root, RLIMIT_NICE below 20)")
+    command = BlenderCommand(sys.executable, uses_bpy_module=True)
+    renderer = BlenderRenderer(command, 120, None, cpu=CpuBudget(nice=DEFAULT_RENDER_NICE))
+    keeper = StandbyKeeper(tmp_path / "jobs", enabled=True)
+    standby = keeper.prepare(renderer, "WORKBENCH", beside_render=True)
+    assert standby is not None
+    try:
+        assert standby.wait_parked(120), "the standby never parked"
+        # Every thread idle, but those that chose a background policy themselves (Mesa's disk cache
+        # thread: SCHED_BATCH); none competes with the render.
+        policies = {task: os.sched_getscheduler(task) for task in group_threads(standby.pid)}
+        assert len(policies) > 3 and set(policies.values()) <= {os.SCHED_IDLE, os.SCHED_BATCH}
+        assert os.sched_getscheduler(standby.pid) == os.SCHED_IDLE
+        assert keeper.prepare(renderer, "WORKBENCH") is standby  # asked again after the render
+        after = {task: os.sched_getscheduler(task) for task in group_threads(standby.pid)}
+        assert os.SCHED_IDLE not in after.values()
+        promoted = [task for task, policy in policies.items() if policy == os.SCHED_IDLE and task in after]
+        assert promoted and {after[task] for task in promoted} == {os.SCHED_OTHER}
+        assert {os.getpriority(os.PRIO_PROCESS, task) for task in promoted} == {DEFAULT_RENDER_NICE}
+    finally:
+        keeper.close()
+    assert not standby.alive and not standby.folder.exists()
+
+
+def test_a_standby_starts_beside_a_render_only_when_the_render_leaves_the_cpu_free() -> None:
+    """The device words are the render child's own (``gpu_context``, ``apply_device``); this machine's
+    software GL is the first, the GPU ones are what the child says on NVIDIA and AMD nodes."""
+    for software in ("llvmpipe (LLVM 15.0.7, 256 bits) (OpenGL)", "CPU", "unknown GPU context (ImportError)"):
+        assert not on_gpu(software), software
+        assert warm_engine("EEVEE", on_gpu=on_gpu(software)) == "WORKBENCH"
+    for gpu in ("NVIDIA H200/PCIe/SSE2 (OpenGL)", "OPTIX NVIDIA H200", "HIP AMD Radeon RX 7900 XTX"):
+        assert on_gpu(gpu), gpu
+        assert warm_engine("EEVEE", on_gpu=True) == "EEVEE"
+    assert warm_engine("CYCLES", on_gpu=False) == warm_engine("CYCLES", on_gpu=True) == "CYCLES"
+    assert warm_engine("WORKBENCH", on_gpu=True) == "WORKBENCH"

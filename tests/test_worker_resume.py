@@ -111,12 +111,6 @@ def _submit(devnet: Devnet, blend: Path) -> str:
     return devnet.cli("submit", str(blend), "--settings", '{"samples": 1}').strip()
 
 
-@pytest.fixture(scope="module")
-def warm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A shader cache the clean run fills, for tests whose timing needs warm renders."""
-    return tmp_path_factory.mktemp("shader-cache")
-
-
 def _result(devnet: Devnet, job_id: str) -> bytes:
     cid = _job(devnet, job_id)["full_result_cid"]
     response = requests.get(f"{devnet.env['IPFS_GATEWAY']}/{cid}", timeout=30)
@@ -129,12 +123,12 @@ WHO = ("job_id", "worker_address")
 
 
 @pytest.fixture(scope="module")
-def clean_receipt(tmp_path_factory: pytest.TempPathFactory, sample_blend: Path, warm_cache: Path) -> dict:
+def clean_receipt(tmp_path_factory: pytest.TempPathFactory, sample_blend: Path) -> dict:
     """What an uninterrupted worker's result of the sample job says: its receipt, less job and worker."""
     root = tmp_path_factory.mktemp("clean")
     with running_devnet(root / "devnet") as net:
         job = _submit(net, sample_blend)
-        env = worker_env(net, root / "worker", VERIFRAME_SHADER_CACHE=str(warm_cache))
+        env = worker_env(net, root / "worker")
         run = run_worker(env, "--max-jobs", "1")
         assert run.returncode == 0, run.output
         signed = extract(_result(net, job))
@@ -266,7 +260,7 @@ def test_one_sigterm_finishes_the_job_in_hand(devnet: Devnet, sample_blend: Path
 
 
 def test_a_job_whose_lease_ran_out_while_stopped_is_let_go(
-    sample_blend: Path, clean_receipt: dict, warm_cache: Path, tmp_path: Path
+    sample_blend: Path, clean_receipt: dict, tmp_path: Path
 ) -> None:
     """The record says the job is ours, but the backend's lease on it expired and another worker finished
     it meanwhile: the restarted worker drops its record and files instead of rendering it again.
@@ -277,10 +271,10 @@ def test_a_job_whose_lease_ran_out_while_stopped_is_let_go(
     with running_devnet(tmp_path / "devnet", extra_args=("--job-lease", str(LEASE_S))) as devnet:
         job_id = _submit(devnet, sample_blend)
         data_dir = tmp_path / "worker"
-        env = worker_env(devnet, data_dir, VERIFRAME_SHADER_CACHE=str(warm_cache))
+        env = worker_env(devnet, data_dir)
         kill_when(start_worker(env, "--max-jobs", "1"), None, "Rendering job")
         time.sleep(LEASE_S + 0.5)  # the lease runs out; the job is offered again
-        other = worker_env(devnet, tmp_path / "other", VERIFRAME_SHADER_CACHE=str(warm_cache))
+        other = worker_env(devnet, tmp_path / "other")
         assert run_worker(other, "--max-jobs", "1").returncode == 0
         assert_same_result(devnet, job_id, clean_receipt, other)  # the other worker's result
         again = run_worker_until(env, "Found 0 available jobs", 1)

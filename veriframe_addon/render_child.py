@@ -694,15 +694,32 @@ def warm_up(family: str) -> None:
     bpy.ops.render.render(write_still=False)
 
 
+def job_waiting() -> bool:
+    """Whether the job's SPEC line is on stdin already (POSIX; elsewhere this says no)."""
+    if os.name != "posix":
+        return False
+    import select
+
+    return bool(select.select([sys.stdin], [], [], 0)[0])
+
+
 def standby(token: str, family: str) -> int:
-    """Warms up, parks, then renders the one job whose SPEC path arrives on stdin (see the docstring)."""
+    """Warms up, parks, then renders the one job whose SPEC path arrives on stdin (see the docstring).
+
+    A job that arrived while Blender was still starting is rendered at once, without the warm-up: the
+    warm-up frame would only delay it (it saves the job's first render less than it costs itself)."""
     reporter = Reporter(token)
     started = time.monotonic()
-    try:
-        warm_up(family)
-        reporter.emit("parked", seconds=round(time.monotonic() - started, 3))
-    except Exception as exc:  # a failed warm-up costs only its time: the job still renders
-        reporter.emit("parked", seconds=round(time.monotonic() - started, 3), warm_error=str(exc)[:300])
+    import bpy  # noqa: F401  (the start-up a standby exists to pay early)
+
+    if job_waiting():
+        reporter.emit("parked", seconds=round(time.monotonic() - started, 3), warm_skipped=True)
+    else:
+        try:
+            warm_up(family)
+            reporter.emit("parked", seconds=round(time.monotonic() - started, 3))
+        except Exception as exc:  # a failed warm-up costs only its time: the job still renders
+            reporter.emit("parked", seconds=round(time.monotonic() - started, 3), warm_error=str(exc)[:300])
     spec_path = sys.stdin.readline().strip()
     if not spec_path:  # the worker closed stdin: no job for this process
         return 0

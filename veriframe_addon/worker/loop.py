@@ -37,6 +37,7 @@ from .policy.schedule import describe_moment
 from .render.hardware import cpu_model, ram_gb
 from .render.inventory import BlenderInventory, commands_from
 from .render.machine_load import CpuLoad
+from .render.standby import wait_for_reapers
 from .scene.blend_header import BlendVersion
 from .scene.job_settings import ENGINES, RenderSettings, parse_render_settings
 from .state.cleanup import CLEANUP_EVERY_SECONDS, remove_old_job_folders
@@ -305,6 +306,7 @@ class Worker:
                 flow.standby.close()
                 if flow.prefetcher is not None:
                     flow.prefetcher.cancel()
+            wait_for_reapers()  # the last renders' Blenders are gone before the worker says it stopped
         self.board.publish(state="stopped", job_id=None, asset_cid=None, progress=None)
         return self.status.completed - completed_before
 

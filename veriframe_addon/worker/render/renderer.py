@@ -34,7 +34,7 @@ from ..scene.job_settings import RenderSettings
 from .child_events import child_event
 from .devices import DeviceChoice
 from .sandbox import Sandbox
-from .standby import Standby, kill_group
+from .standby import Standby, kill_group, reap_later
 
 log = logging.getLogger("veriframe.worker")
 
@@ -261,12 +261,13 @@ class BlenderRenderer:
             gpu_backend=self.gpu_backend,
         )
 
-    def start_standby(self, folder: Path, engine: str) -> Standby:
-        """Starts a warm standby in ``folder`` (fresh, a sibling of the job folders) for the next job."""
+    def start_standby(self, folder: Path, engine: str, *, idle: bool = False) -> Standby:
+        """Starts a warm standby in ``folder`` (fresh, a sibling of the job folders) for the next job;
+        ``idle``: at idle CPU priority (``SCHED_IDLE``, until ``Standby.promote``), beside a render."""
         folder.mkdir(parents=True)
         token = secrets.token_hex(8)
         argv = self.command.standby_argv(token, engine, self.gpu_backend)
-        process = self._spawn(argv, folder, stdin=subprocess.PIPE)
+        process = self._spawn(argv, folder, stdin=subprocess.PIPE, idle=idle)
         lines: queue.Queue[str | None] = queue.Queue()
         standby = Standby(self, process, folder, token, lines)
         _read_output(process, lines, standby.note_line)
@@ -332,7 +333,7 @@ class BlenderRenderer:
             seconds = time.monotonic() - started
         finally:
             if standby is not None:
-                standby.discard()
+                standby.discard(wait=False)
 
         rejected = [e for e in events if e.get("event") == "rejected"]
         errors = [e for e in events if e.get("event") == "error"]
@@ -405,14 +406,17 @@ class BlenderRenderer:
             pass
         return self._watch(standby.process, standby.lines, blend, job_dir, standby.token, progress, cancel)
 
-    def _spawn(self, argv: list[str], work_dir: Path, *, stdin: int) -> subprocess.Popen:
+    def _spawn(self, argv: list[str], work_dir: Path, *, stdin: int, idle: bool = False) -> subprocess.Popen:
         """Starts a render child in ``work_dir``: sandboxed when set, its own process group, capped."""
         if self.sandbox is not None:
             writable = [work_dir] + ([self.shader_cache] if self.shader_cache is not None else [])
             argv = self.sandbox.wrap(argv, writable=writable, cwd=work_dir)
         log.debug("[Worker] Starting render child: %s", " ".join(argv))
         popen_extra: dict = (
-            {"start_new_session": True, "preexec_fn": self._prepare_child}
+            {
+                "start_new_session": True,
+                "preexec_fn": self._prepare_idle_child if idle else self._prepare_child,
+            }
             if os.name == "posix"
             else {
                 "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
@@ -469,6 +473,8 @@ class BlenderRenderer:
                     event = child_event(line, token)
                     if event is not None:
                         events.append(event)
+                        if event.get("event") == "done":  # its PNG is written; all else is its exit
+                            break
                         if event.get("event") == "progress" and progress is not None:
                             progress(
                                 float(event.get("fraction", 0.0)),
@@ -477,7 +483,8 @@ class BlenderRenderer:
                             )
                     elif line.strip():
                         tail.append(line.strip())
-                process.wait(timeout=max(1.0, deadline - time.monotonic()))
+                if not _said_done(events):
+                    process.wait(timeout=max(1.0, deadline - time.monotonic()))
             except (RenderError, subprocess.TimeoutExpired) as exc:
                 kill_group(process)
                 if isinstance(exc, subprocess.TimeoutExpired):
@@ -486,7 +493,11 @@ class BlenderRenderer:
                     ) from None
                 raise
             finally:
-                if process.poll() is None:
+                if process.poll() is None and _said_done(events):
+                    # Blender's exit (0.15 s here, freeing its memory and GL context) runs beside the
+                    # seal and the upload; its process group is killed should it linger.
+                    reap_later(process)
+                elif process.poll() is None:
                     kill_group(process)
         return events, tail, process.returncode
 
@@ -508,6 +519,11 @@ class BlenderRenderer:
         if self.cpu.nice > 0:
             os.nice(self.cpu.nice)  # below the operator's own programs (RENDER_NICE)
 
+    def _prepare_idle_child(self) -> None:
+        """``_prepare_child``, and idle CPU priority: it runs only on CPU time nothing else wants."""
+        self._prepare_child()
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
     def _memory_hint(self, returncode: int | None, tail: deque[str]) -> str:
         """Why Blender may have died, when running out of memory under the cap is the likely cause."""
         cap = self.limits.max_render_memory_mb
@@ -517,6 +533,10 @@ class BlenderRenderer:
         if cap > 0 and (out_of_memory or died):
             return f" (it may have run out of memory under the {cap} MB cap, MAX_RENDER_MEMORY_MB)"
         return ""
+
+
+def _said_done(events: list[dict]) -> bool:
+    return bool(events) and events[-1].get("event") == "done"
 
 
 def _whole(value: object) -> int | None:

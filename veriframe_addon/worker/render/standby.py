@@ -38,7 +38,7 @@ FOLDER_PREFIX = ".standby-"
 class StandbyStarter(Protocol):
     """What starts standbys: a ``StandbyStarter`` (``renderer.py``), one per installed Blender."""
 
-    def start_standby(self, folder: Path, engine: str) -> Standby: ...
+    def start_standby(self, folder: Path, engine: str, *, idle: bool = False) -> Standby: ...
 
 
 class Standby:
@@ -60,6 +60,7 @@ class Standby:
         self.started = time.monotonic()
         self.parked = threading.Event()  # set by the output reader on the child's "parked" line
         self.parked_seconds: float | None = None
+        self.idle = False  # started at idle CPU priority, not promoted yet
         self.warm_error: str | None = None
 
     @property
@@ -80,17 +81,30 @@ class Standby:
             self.warm_error = event.get("warm_error")
             self.parked.set()
 
+    def promote(self) -> None:
+        """From idle CPU priority back to the renders' own (``RENDER_NICE``): every thread of its group."""
+        for _ in range(2):  # twice: a thread started while the first pass ran inherited idle priority
+            for task in group_threads(self.process.pid):
+                with contextlib.suppress(OSError):  # it ended meanwhile
+                    # Only idle ones: a thread may have chosen its own (Mesa's disk cache: SCHED_BATCH).
+                    if os.sched_getscheduler(task) == os.SCHED_IDLE:
+                        os.sched_setscheduler(task, os.SCHED_OTHER, os.sched_param(0))
+
     def wait_parked(self, timeout: float) -> bool:
         """Whether it parked within ``timeout`` seconds (False as well when it died warming up)."""
         return self.parked.wait(timeout)
 
-    def discard(self) -> None:
-        """Ends the process (if still running) and removes its folder; safe to call more than once."""
-        if self.process.poll() is None:
-            kill_group(self.process)
+    def discard(self, *, wait: bool = True) -> None:
+        """Ends the process (if still running) and removes its folder; safe to call more than once.
+        ``wait=False``: after its job, when it exits by itself; a reaper thread sees to the rest."""
         if self.process.stdin is not None:
             with contextlib.suppress(OSError):  # a broken pipe: it is gone already
                 self.process.stdin.close()
+        if self.process.poll() is None and not wait:
+            reap_later(self.process, self.folder)
+            return
+        if self.process.poll() is None:
+            kill_group(self.process)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -113,19 +127,31 @@ class StandbyKeeper:
             if self._standby is None or folder != self._standby.folder:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def prepare(self, renderer: StandbyStarter, engine: str) -> Standby | None:
-        """Starts a standby for ``renderer`` warming with ``engine``, unless one is already there for it."""
+    def prepare(
+        self, renderer: StandbyStarter, engine: str, *, beside_render: bool = False
+    ) -> Standby | None:
+        """Starts a standby for ``renderer`` warming with ``engine``, unless one is already there for it.
+
+        ``beside_render``: a render is running, so the standby starts at idle CPU priority (it warms up
+        on what the render leaves unused: on a GPU node nearly all of the CPU) and is promoted when
+        asked again after the render; where it could not be promoted back, none starts now."""
         if not self.enabled or self._failures >= 3:  # a Blender that cannot park: cold renders only
+            return None
+        if beside_render and not can_leave_idle_priority():
             return None
         with self._lock:
             standby = self._standby
             if standby is not None and standby.renderer is renderer and standby.alive:
+                if not beside_render and standby.idle:
+                    standby.promote()
+                    standby.idle = False
                 return standby
             if standby is not None:
                 standby.discard()
             folder = self.jobs_dir / f"{FOLDER_PREFIX}{secrets.token_hex(6)}"
             try:
-                self._standby = renderer.start_standby(folder, engine)
+                self._standby = renderer.start_standby(folder, engine, idle=beside_render)
+                self._standby.idle = beside_render
             except OSError as exc:
                 self._failures += 1
                 self._standby = None
@@ -159,6 +185,44 @@ class StandbyKeeper:
             standby, self._standby = self._standby, None
         if standby is not None:
             standby.discard()
+
+
+_reapers: set[threading.Thread] = set()
+_reapers_lock = threading.Lock()
+REAP_GRACE_SECONDS = 30.0
+
+
+def reap_later(process: subprocess.Popen, folder: Path | None = None) -> None:
+    """Lets a render child that reported its result exit by itself while the worker goes on (its exit
+    is no longer the job's business), then kills whatever of its group is left and removes ``folder``.
+    ``wait_for_reapers`` waits for them all (the worker does, before it returns)."""
+
+    def reap() -> None:
+        try:
+            process.wait(timeout=REAP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "[Worker] A render child (pid %d) did not exit after its job; killing it", process.pid
+            )
+        kill_group(process)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        with _reapers_lock:
+            _reapers.discard(threading.current_thread())
+
+    thread = threading.Thread(target=reap, daemon=True, name="render-reaper")
+    with _reapers_lock:
+        _reapers.add(thread)
+    thread.start()
+
+
+def wait_for_reapers(timeout: float = REAP_GRACE_SECONDS + 10) -> None:
+    """Until every child handed to ``reap_later`` is gone (and its folder removed), or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    with _reapers_lock:
+        reapers = list(_reapers)
+    for thread in reapers:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def kill_group(process: subprocess.Popen) -> None:
@@ -203,3 +267,26 @@ def _in_group(stat: Path, group: int) -> bool:
     except (OSError, IndexError):
         return False  # it ended while we looked
     return len(fields) > 2 and fields[0] not in "ZX" and fields[2] == str(group)
+
+
+def can_leave_idle_priority() -> bool:
+    """Whether a standby started at idle CPU priority can be given the renders' priority back: Linux
+    lets only root (or a high enough RLIMIT_NICE) leave ``SCHED_IDLE``."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return False
+    if os.geteuid() == 0:
+        return True
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    return soft == resource.RLIM_INFINITY or soft >= 20
+
+
+def group_threads(group: int) -> list[int]:
+    """Every thread of every live process in process group ``group``."""
+    tasks = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        if _in_group(stat, group):
+            with contextlib.suppress(OSError):
+                tasks += [int(task.name) for task in (stat.parent / "task").iterdir()]
+    return tasks
