@@ -304,7 +304,7 @@ def on_gpu(device: str) -> bool:
 def _standby_words(standby: Standby) -> str:
     parked = standby.parked_seconds
     if parked is None:
-        return "still warming up"
+        return "still starting up"
     return f"started and warmed up in {parked:.1f}s before the job"
 
 

@@ -2,9 +2,11 @@
 
 Blender's start-up (0.45 s to ``import bpy``, 0.6 s for a binary) and its first render's set-up (the
 GPU context and the engine's shaders, about 0.6 s more) are paid by every job; on a GPU, where a frame
-takes a second, they decide the rate. A standby pays them while the worker polls, uploads or reports:
+takes a second, they decide the rate. A standby pays them while the worker polls, uploads or reports,
+and beside a render that runs on a GPU (at idle CPU priority, so it takes only what the render leaves):
 ``render_child.py --standby`` renders Blender's own default scene at a tiny size, then parks, waiting
-for one line on stdin (its job's spec). The renderer hands it the job (``StandbyStarter.render``).
+for one line on stdin (its job's spec); a job that is there before the warm-up skips it. The renderer
+hands it the job (``StandbyStarter.render``).
 
 Isolation is the same as a cold render's. A standby is started exactly like one: the same sandbox, the
 same scrubbed environment (never the key), the same caps, in a fresh folder of its own
