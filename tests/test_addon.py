@@ -90,11 +90,11 @@ def assert_draw_states(drawn: dict[str, list[str]]) -> None:
     assert "VERIFRAME_UL_history" in drawn["idle calls"]
     assert "Rendering 42%" in drawn["rendering calls"]  # the progress bar
     assert any("IPFS gateway: HTTP 404" in text for text in drawn["checks"])
-    # Render slots: one row per slot (device, then state and job), and no single "Job" line for both.
+    # Render slots: two lines per slot (state and job, then device), and no single "Job" line for both.
     slots = drawn["slots"]
     assert "2 render slots" in slots
-    assert slots.index("1: CUDA NVIDIA A (CUDA_0)") + 1 == slots.index("Rendering 42%, job 6f0c-job")
-    assert slots.index("2: CUDA NVIDIA B (CUDA_1)") + 1 == slots.index("Idle")
+    assert slots.index("1: Rendering 42%, job 6f0c-job") + 1 == slots.index("CUDA NVIDIA A (CUDA_0)")
+    assert slots.index("2: Idle") + 1 == slots.index("CUDA NVIDIA B (CUDA_1)")
     assert "Job 6f0c-job" not in slots
 
 

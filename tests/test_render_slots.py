@@ -164,11 +164,15 @@ def test_each_slot_reports_its_own_job_to_health_and_metrics_over_http() -> None
         assert 'veriframe_current_job_info{job_id="job-a",stage="rendering"} 1.0' in metrics
         assert 'veriframe_current_job_info{job_id="job-b",stage="uploading"} 1.0' in metrics
 
-        # One slot done: its row goes idle, while the whole worker still shows the other's job.
+        # One slot done: its row goes idle, then polls, while the whole worker still shows the other's job.
         board.bind_slot(1)
         board.publish(state="idle", job_id=None, asset_cid=None, progress=None)
         health = requests.get(f"{url}/health", timeout=5).json()
         assert health["slots"][1]["job"] is None and health["state"] != "idle"
+        board.publish(state="polling")
+        health = requests.get(f"{url}/health", timeout=5).json()
+        assert health["slots"][1]["state"] == "polling" and health["state"] == "rendering"
+        assert health["current_job"]["id"] == "job-a"
         assert 'veriframe_slot_busy{slot="1"} 0.0' in requests.get(f"{url}/metrics", timeout=5).text
     finally:
         server.close()

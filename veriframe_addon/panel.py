@@ -54,15 +54,16 @@ def _wrapped(layout: bpy.types.UILayout, text: str, width: int = 44, icon: str =
 
 
 def _slot_rows(box: bpy.types.UILayout, slots: tuple) -> None:
-    """One row per render slot (RENDER_SLOTS above 1): its device, its state, its job and progress."""
+    """Two lines per render slot (RENDER_SLOTS above 1): its state, job and progress, then its device
+    (one line each: side by side, the sidebar clipped both)."""
     box.label(text=f"{len(slots)} render slots", icon="NODE_COMPOSITING")
     for slot in slots:
-        row = box.row()
         state = slot.state.replace("-", " ").capitalize()
         if slot.progress is not None and slot.state in {"downloading", "rendering"}:
             state += f" {slot.progress * 100:.0f}%"
-        row.label(text=f"{slot.index + 1}: {slot.device}", icon=STATE_ICONS.get(slot.state, "QUESTION"))
-        row.label(text=f"{state}, job {slot.job_id[:8]}" if slot.job_id else state)
+        words = f"{state}, job {slot.job_id[:8]}" if slot.job_id else state
+        box.label(text=f"{slot.index + 1}: {words}", icon=STATE_ICONS.get(slot.state, "QUESTION"))
+        box.label(text=slot.device, icon="BLANK1")
 
 
 def _token(worker: BackgroundWorker | None) -> Token:

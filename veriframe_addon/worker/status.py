@@ -50,6 +50,9 @@ class WorkerStatus:
 
 # The fields that describe the job in hand: with several render slots, each slot has its own.
 SLOT_FIELDS = ("state", "job_id", "asset_cid", "progress", "samples", "render_blender", "creator")
+# A slot in one of these holds no job: while another slot holds one, the whole worker shows that one (a
+# slot polling every half second would otherwise hide the other's render from the panel's headline).
+SLOT_AT_REST = ("idle", "polling", "stopped")
 
 
 @dataclass(frozen=True)
@@ -121,15 +124,17 @@ class StatusBoard:
                     slots = list(self.current.slots)
                     slots[index] = dataclasses.replace(slots[index], **mine)
                     changes = {**changes, "slots": tuple(slots)}
-                    if changes.get("state") in ("idle", "stopped") and self._others_busy(index):
-                        changes = {k: v for k, v in changes.items() if k not in SLOT_FIELDS}
+                    busy = self._busy_other(index) if changes.get("state") in SLOT_AT_REST else None
+                    if busy is not None:  # the headline shows the job another slot holds
+                        changes = {**changes, **{k: getattr(busy, k) for k in SLOT_FIELDS}}
             self.current = dataclasses.replace(self.current, **changes)
             if self._on_status is not None:
                 self._on_status(self.current)
 
-    def _others_busy(self, index: int) -> bool:
+    def _busy_other(self, index: int) -> SlotStatus | None:
+        """Another slot that holds a job, if any."""
         others = (slot for slot in self.current.slots if slot.index != index)
-        return any(slot.state not in ("idle", "stopped") for slot in others)
+        return next((slot for slot in others if slot.state not in SLOT_AT_REST), None)
 
     def count_completed(self, reward: int) -> None:
         with self._lock:
