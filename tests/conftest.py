@@ -173,11 +173,13 @@ def read_until(
     or ``timeout`` passes (checked per line); whether ``done`` held. The process keeps running."""
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
+    text = "".join(lines)  # the log so far, grown line by line (not joined again for each line)
     for line in process.stdout:
         lines.append(line)
+        text += line
         if on_line is not None:
             on_line(line)
-        if done("".join(lines)):
+        if done(text):
             return True
         if time.monotonic() > deadline:
             return False

@@ -269,7 +269,7 @@ class BlenderRenderer:
         argv = self.command.standby_argv(token, engine, self.gpu_backend)
         process = self._spawn(argv, folder, stdin=subprocess.PIPE, idle=idle)
         lines: queue.Queue[str | None] = queue.Queue()
-        standby = Standby(self, process, folder, token, lines)
+        standby = Standby(self, process, folder, token, lines, idle=idle)
         _read_output(process, lines, standby.note_line)
         return standby
 

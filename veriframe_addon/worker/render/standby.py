@@ -53,6 +53,8 @@ class Standby:
         folder: Path,
         token: str,
         lines: queue.Queue[str | None],
+        *,
+        idle: bool = False,
     ) -> None:
         self.renderer = renderer
         self.process = process
@@ -62,7 +64,7 @@ class Standby:
         self.started = time.monotonic()
         self.parked = threading.Event()  # set by the output reader on the child's "parked" line
         self.parked_seconds: float | None = None
-        self.idle = False  # started at idle CPU priority, not promoted yet
+        self.idle = idle  # started at idle CPU priority, not promoted yet
         self.warm_error: str | None = None
 
     @property
@@ -153,7 +155,6 @@ class StandbyKeeper:
             folder = self.jobs_dir / f"{FOLDER_PREFIX}{secrets.token_hex(6)}"
             try:
                 self._standby = renderer.start_standby(folder, engine, idle=beside_render)
-                self._standby.idle = beside_render
             except OSError as exc:
                 self._failures += 1
                 self._standby = None
@@ -254,12 +255,16 @@ def _wait_group_gone(group: int, timeout: float) -> None:
     """Waits until no live process of ``group`` is left: a killed Blender with its GL context and its
     memory takes a moment to go, and a caller told "killed" may look for it (or start the next render
     beside it) straight away. Zombies count as gone; Linux only (elsewhere this returns at once)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+    if not Path("/proc").is_dir():
         return
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_in_group(stat, group) for stat in proc.glob("[0-9]*/stat")):
+    while time.monotonic() < deadline and _group_processes(group):
         time.sleep(0.02)
+
+
+def _group_processes(group: int) -> list[Path]:
+    """The ``/proc/PID`` folders of every live process in process group ``group``."""
+    return [stat.parent for stat in Path("/proc").glob("[0-9]*/stat") if _in_group(stat, group)]
 
 
 def _in_group(stat: Path, group: int) -> bool:
@@ -287,8 +292,7 @@ def can_leave_idle_priority() -> bool:
 def group_threads(group: int) -> list[int]:
     """Every thread of every live process in process group ``group``."""
     tasks = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        if _in_group(stat, group):
-            with contextlib.suppress(OSError):
-                tasks += [int(task.name) for task in (stat.parent / "task").iterdir()]
+    for process in _group_processes(group):
+        with contextlib.suppress(OSError):  # it ended meanwhile
+            tasks += [int(task.name) for task in (process / "task").iterdir()]
     return tasks
