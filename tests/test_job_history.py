@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -108,3 +109,34 @@ def test_kill_9_mid_write_loses_no_finished_row(tmp_path: Path) -> None:
     assert {f"job-{n}" for n in range(finished + 1)} <= kept
     with sqlite3.connect(history.path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _first_rows_at_once(data: Path, slots: int) -> list[BaseException]:
+    """``slots`` threads, each with its own ``JobHistory`` on the new folder ``data``, recording one row
+    at the same instant; what they raised."""
+    start = threading.Barrier(slots)
+    failures: list[BaseException] = []
+
+    def finish(slot: int) -> None:
+        history = JobHistory(data)
+        start.wait()
+        try:
+            history.record(HistoryEntry(job_id=f"job-{slot}", outcome="completed"))
+        except sqlite3.Error as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=finish, args=(slot,)) for slot in range(slots)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failures
+
+
+def test_slots_writing_their_first_rows_at_once_all_land(tmp_path: Path) -> None:
+    """Render slots that finish together on a new data folder each set the file up: one must wait for
+    the other (a lost race dropped a row with "table jobs already exists" or "database is locked")."""
+    for attempt in range(10):
+        data = tmp_path / str(attempt)
+        assert _first_rows_at_once(data, slots=4) == []
+        assert sorted(e.job_id for e in JobHistory(data).recent(10)) == [f"job-{s}" for s in range(4)]

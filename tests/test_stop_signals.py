@@ -21,7 +21,7 @@ from devnet.process import ROOT
 # signals its own process while holding it, lets go, then waits for the stop as the worker's loop does.
 CHILD = textwrap.dedent(
     """
-    import logging, os, signal, sys, time
+    import logging, os, signal, sys, threading, time
     from veriframe_addon.worker.service import StopRequests, run_off_main_thread
 
     logging.basicConfig(level=logging.INFO)
@@ -35,7 +35,20 @@ CHILD = textwrap.dedent(
         stopped = stops.stop_after_job.wait(20)
         return f"stopped after job: {stopped}, stop now: {stops.stop.is_set()}"
 
-    print(run_off_main_thread(loop) if sys.argv[1] == "worker-thread" else loop(), flush=True)
+    def loop_takes_the_signal() -> str:
+        # The kernel hands a process's signal to any thread that does not block it: here, the loop's own,
+        # once the main thread is surely asleep in its join.
+        time.sleep(0.5)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        stopped = stops.stop_after_job.wait(20)
+        return f"stopped after job: {stopped}, stop now: {stops.stop.is_set()}"
+
+    if sys.argv[1] == "worker-thread":
+        print(run_off_main_thread(loop), flush=True)
+    elif sys.argv[1] == "delivered-to-the-loop":
+        print(run_off_main_thread(loop_takes_the_signal), flush=True)
+    else:
+        print(loop(), flush=True)
     """
 )
 
@@ -53,6 +66,16 @@ def _run_child(mode: str, timeout: float) -> subprocess.CompletedProcess[str] | 
 def test_a_signal_while_the_loop_holds_its_wait_lock_still_stops_it() -> None:
     done = _run_child("worker-thread", timeout=30)
     assert done is not None, "the worker loop never saw the stop: the signal handler deadlocked"
+    assert done.returncode == 0, done.stderr
+    assert "stopped after job: True, stop now: False" in done.stdout
+    assert "SIGTERM received: stopping after the current job" in done.stderr
+
+
+def test_a_signal_the_kernel_hands_to_the_loops_thread_still_stops_it() -> None:
+    """CI saw a 2-slot worker ignore SIGTERM: the signal went to another thread, and a main thread blocked
+    in a join without a timeout never ran Python's handler."""
+    done = _run_child("delivered-to-the-loop", timeout=30)
+    assert done is not None, "the signal was never handled: the main thread never woke up"
     assert done.returncode == 0, done.stderr
     assert "stopped after job: True, stop now: False" in done.stdout
     assert "SIGTERM received: stopping after the current job" in done.stderr

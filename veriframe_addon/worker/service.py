@@ -44,6 +44,7 @@ log = logging.getLogger("veriframe.worker")
 EXIT_OK, EXIT_CONFIG, EXIT_AUTH, EXIT_BLENDER = 0, 2, 3, 4
 
 T = TypeVar("T")
+SIGNAL_CHECK_SECONDS = 0.2  # the longest a signal that reached another thread waits for its handler
 
 
 def argument_parser(prog: str) -> argparse.ArgumentParser:
@@ -279,6 +280,10 @@ def run_off_main_thread(body: Callable[[], T]) -> T:
     A handler that sets that same event then waits for the lock its own thread holds, forever: CI saw a
     worker log "SIGTERM received" while idle and never exit. With the loop elsewhere, the handler only ever
     interrupts ``Thread.join``, which holds none of the locks the handler takes.
+
+    The join is taken in slices (``SIGNAL_CHECK_SECONDS``): the kernel may hand the signal to any of the
+    worker's threads, and then the main thread is not woken; it runs Python's handler only when it next
+    runs bytecode, which a join without a timeout never does (CI saw a 2-slot worker ignore SIGTERM).
     """
     outcome: list[T] = []
     failure: list[BaseException] = []
@@ -291,7 +296,8 @@ def run_off_main_thread(body: Callable[[], T]) -> T:
 
     thread = threading.Thread(target=call, name="veriframe-worker")
     thread.start()
-    thread.join()  # interruptible: handlers run here, between the lock's tries
+    while thread.is_alive():
+        thread.join(SIGNAL_CHECK_SECONDS)  # handlers run here: at a signal to this thread, or between slices
     if failure:
         raise failure[0]
     return outcome[0]

@@ -27,6 +27,7 @@ from pathlib import Path
 MAX_ROWS = 5000
 THUMBNAILS_KEPT = 50
 MAX_THUMBNAIL_BYTES = 8 << 20  # a render above this is not copied as a thumbnail
+WAL_SWITCH_SECONDS = 10.0  # as long as a write waits for another (the connection's busy timeout)
 
 # Each entry takes the schema from the version before it to its own; never edit one that shipped.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -52,6 +53,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("ALTER TABLE jobs ADD COLUMN receipt TEXT",),  # 2: the signed receipt of a completed job
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _use_wal(connection: sqlite3.Connection) -> None:
+    """Puts the file in WAL mode (it stays so). On a new file, several slots may try at once, and SQLite
+    answers "locked" at once to all but one instead of waiting its busy timeout, so they try again."""
+    if connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return
+    deadline = time.monotonic() + WAL_SWITCH_SECONDS
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @dataclass(frozen=True)
@@ -100,7 +117,7 @@ class JobHistory:
         self.folder.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=10)
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
+            _use_wal(connection)
             connection.execute("PRAGMA synchronous=FULL")
             self._migrate(connection)
             yield connection
@@ -108,16 +125,31 @@ class JobHistory:
             connection.close()
 
     def _migrate(self, connection: sqlite3.Connection) -> None:
+        """Brings the schema to this worker's version. Render slots finishing together on a new data
+        folder each get here at once, so the version is read again under SQLite's write lock
+        (``BEGIN IMMEDIATE``): the first migrates, the others wait, then find nothing left to do. All the
+        steps are one transaction, so a crash mid-migration leaves the schema as it was."""
+        if self._version(connection) == SCHEMA_VERSION:
+            return  # the usual case, without taking the write lock
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._version(connection)
+            for number in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[number]:
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+
+    def _version(self, connection: sqlite3.Connection) -> int:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
                 f"{self.path} has schema {version}, newer than this worker's {SCHEMA_VERSION}"
             )
-        for number in range(version, SCHEMA_VERSION):
-            with connection:  # one transaction per step: a crash mid-migration leaves the step undone
-                for statement in MIGRATIONS[number]:
-                    connection.execute(statement)
-                connection.execute(f"PRAGMA user_version = {number + 1}")
+        return version
 
     # -- writing --------------------------------------------------------------------------------------
     def record(self, entry: HistoryEntry, render: Path | None = None) -> HistoryEntry:
