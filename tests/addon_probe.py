@@ -177,6 +177,7 @@ def scenario_draw_states(args: dict) -> dict:
             SlotStatus(0, "CUDA NVIDIA A (CUDA_0)", "rendering", "6f0c-job", "QmA", 0.42),
             SlotStatus(1, "CUDA NVIDIA B (CUDA_1)", "idle"),
         ),
+        delivering=("a1b2c3d4-earlier-job",),  # slot 1's last result, on its way
     )
     drawn["slots"] = labels(draw_panel())
     operators.SESSION.checks = [

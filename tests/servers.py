@@ -17,6 +17,9 @@ from typing import Any
 
 import uvicorn
 
+from veriframe_addon.worker.ops.status_server import StatusServer, WorkerMonitor
+from veriframe_addon.worker.status import StatusBoard
+
 logger = logging.getLogger("tests.servers")
 
 START_TIMEOUT_S = 10.0
@@ -97,3 +100,18 @@ def settings_pointing_at(port: int, data_dir: Path) -> dict[str, str]:
         "WORKER_PRIVATE_KEY": "0x2",
         "VERIFRAME_DATA_DIR": str(data_dir),
     }
+
+
+@contextlib.contextmanager
+def served_status() -> Iterator[tuple[StatusBoard, str]]:
+    """A real status board as the job flow publishes to, served by a real status server on 127.0.0.1:
+    (the board, the server's base URL for ``/health`` and ``/metrics``)."""
+    monitor = WorkerMonitor(env_mode="production", redact=lambda text: text)
+    board = StatusBoard(monitor.update)
+    server = StatusServer(monitor, "127.0.0.1", 0)
+    url = server.start()
+    try:
+        monitor.running = True
+        yield board, url
+    finally:
+        server.close()

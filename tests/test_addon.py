@@ -96,6 +96,8 @@ def assert_draw_states(drawn: dict[str, list[str]]) -> None:
     assert slots.index("1: Rendering 42%, job 6f0c-job") + 1 == slots.index("CUDA NVIDIA A (CUDA_0)")
     assert slots.index("2: Idle") + 1 == slots.index("CUDA NVIDIA B (CUDA_1)")
     assert "Job 6f0c-job" not in slots
+    assert "Delivering the result of job a1b2c3d4" in slots  # a result on its way beside the next render
+    assert not any("Delivering" in text for text in drawn["rendering"])
 
 
 def test_registers_and_unregisters_cleanly_twice() -> None:

@@ -15,10 +15,9 @@ from pathlib import Path
 import requests
 
 from devnet.process import Devnet
-from veriframe_addon.worker.ops.status_server import StatusServer, WorkerMonitor
-from veriframe_addon.worker.status import StatusBoard
 
 from .conftest import read_until, run_worker, start_worker, worker_env
+from .servers import served_status
 
 SETTINGS = ("--settings", '{"samples": 1, "resolution_percentage": 50}')
 # Workbench: a real render that takes a fraction of a second, so ten jobs test the claims, not the CPU.
@@ -125,12 +124,7 @@ def test_stop_after_the_jobs_in_hand_with_two_in_flight_finishes_both(
 
 def test_each_slot_reports_its_own_job_to_health_and_metrics_over_http() -> None:
     # The real board, published from two slot threads as the job flow does, watched over real HTTP.
-    monitor = WorkerMonitor(env_mode="production", redact=lambda text: text)
-    board = StatusBoard(monitor.update)
-    server = StatusServer(monitor, "127.0.0.1", 0)
-    url = server.start()
-    try:
-        monitor.running = True
+    with served_status() as (board, url):
         board.set_slots(["CUDA GPU 0", "CUDA GPU 1"])
         steps = {0: ("job-a", "rendering", 0.5), 1: ("job-b", "uploading", None)}
 
@@ -174,5 +168,21 @@ def test_each_slot_reports_its_own_job_to_health_and_metrics_over_http() -> None
         assert health["slots"][1]["state"] == "polling" and health["state"] == "rendering"
         assert health["current_job"]["id"] == "job-a"
         assert 'veriframe_slot_busy{slot="1"} 0.0' in requests.get(f"{url}/metrics", timeout=5).text
-    finally:
-        server.close()
+
+        # Slot 0's finisher delivers job-a while slot 0 renders its next job: the row keeps the render,
+        # and the finished job still counts.
+        board.bind_slot(0)
+        board.publish(state="rendering", job_id="job-c", asset_cid="Qm2", progress=0.1)
+
+        def finisher() -> None:
+            board.bind_slot(0, background=True)
+            board.publish(state="reporting", progress=None)
+            board.count_completed(7)
+
+        thread = threading.Thread(target=finisher)
+        thread.start()
+        thread.join()
+        health = requests.get(f"{url}/health", timeout=5).json()
+        assert health["slots"][0]["state"] == "rendering" and health["slots"][0]["job"]["id"] == "job-c"
+        assert health["slots"][0]["job"]["progress"] == 0.1
+        assert health["completed"] == 1

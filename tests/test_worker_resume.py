@@ -281,3 +281,77 @@ def test_a_job_whose_lease_ran_out_while_stopped_is_let_go(
     assert f"Letting job {job_id} go: it is completed and no longer assigned to this worker" in again.output
     assert not (data_dir / "job-state" / f"{job_id}.json").exists()
     assert not (data_dir / "jobs" / job_id / "scene").exists()
+
+
+QUICK = ("--settings", '{"engine": "WORKBENCH", "resolution_percentage": 50}')  # renders in a moment
+
+
+@contextmanager
+def next_render_while_a_report_is_held(
+    devnet: Devnet, sample_blend: Path, env: dict[str, str]
+) -> Iterator[tuple[list[str], subprocess.Popen[str], HoldingProxy, list[str]]]:
+    """Two jobs, and a worker whose first ``complete`` a proxy holds, read until its second render has
+    started (a worker that reports before its next render never gets there): (the jobs, the worker, the
+    proxy, its log so far). The proxy lets go when the block ends."""
+    jobs = [devnet.cli("submit", str(sample_blend), *QUICK).strip() for _ in range(2)]
+    proxy = HoldingProxy(devnet.backend_url.removesuffix("/api/v1"), "/complete", "before", "POST")
+    with proxied_env(env, "backend", proxy) as through_proxy:
+        worker = start_worker(through_proxy, "--max-jobs", "2")
+        try:
+            lines: list[str] = []
+            started = read_until(worker, lines, lambda log: log.count("Validating and rendering") >= 2, 180)
+            assert started, "".join(lines)[-4000:]
+            assert proxy.reached.wait(60), "the first job's result was never reported"
+            yield jobs, worker, proxy, lines
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+
+
+def _completed_once(devnet: Devnet, data_dir: Path, jobs: list[str], log: str) -> None:
+    for job in jobs:
+        assert log.count(f"Successfully completed job {job}") == 1, log[-4000:]
+        assert _job(devnet, job)["status"] == "completed"
+    journal = json.loads((data_dir / "completed_jobs.json").read_text())
+    assert sorted(journal["completed_jobs"]) == sorted(jobs) and journal["pending_results"] == {}
+
+
+def test_the_next_job_renders_while_the_last_result_is_still_being_reported(
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
+) -> None:
+    """The seal, upload and report of one job run beside the next job's render (a GPU renders a frame in
+    about the time they take), and each job is still claimed, rendered and completed once."""
+    data_dir = tmp_path / "worker"
+    env = worker_env(devnet, data_dir)
+    with next_render_while_a_report_is_held(devnet, sample_blend, env) as (jobs, worker, proxy, lines):
+        assert "Successfully completed job" not in "".join(lines)  # the first job's report is still held
+        proxy.release.set()
+        rest, _ = worker.communicate(timeout=120)
+    log = "".join(lines) + rest
+    assert worker.returncode == 0, log[-4000:]
+    assert all(log.count(f"Successfully claimed job {job}") == 1 for job in jobs)
+    _completed_once(devnet, data_dir, jobs, log)
+
+
+def test_a_worker_killed_with_a_result_on_its_way_and_the_next_job_rendering_completes_both_once(
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "worker"
+    env = worker_env(devnet, data_dir)  # one wallet for both runs: the restart is the same worker
+    with next_render_while_a_report_is_held(devnet, sample_blend, env) as (jobs, worker, _, lines):
+        worker.send_signal(signal.SIGKILL)
+        worker.communicate(timeout=30)
+    assert "Successfully completed job" not in "".join(lines)
+
+    # The first job's result is delivered from the journal (it is not a job taken again: --max-jobs 1 is
+    # the second, resumed). Its held report may have reached the backend as the proxy let go.
+    again = run_worker(env, "--max-jobs", "1")
+    assert again.returncode == 0, again.output[-4000:]
+    assert not any(f"Successfully claimed job {job}" in again.output for job in jobs)  # never claimed again
+    first, second = jobs
+    assert f"Reporting earlier result of job {first}" in again.output
+    assert f"Resuming job {second}" in again.output
+    for job in jobs:
+        assert _job(devnet, job)["status"] == "completed"
+    journal = json.loads((data_dir / "completed_jobs.json").read_text())
+    assert sorted(journal["completed_jobs"]) == sorted(jobs) and journal["pending_results"] == {}

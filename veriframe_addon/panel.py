@@ -218,6 +218,8 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
             _wrapped(box, f"No new jobs: {status.held}", _chars_that_fit(context))
         if status is not None and status.slots:
             _slot_rows(box.box(), status.slots)
+        for job_id in status.delivering if status is not None else ():
+            box.label(text=f"Delivering the result of job {job_id[:8]}", icon="EXPORT")
         if status is not None:
             if status.verified is False:
                 box.label(text="Not verified yet: no jobs until an admin verifies you", icon="ERROR")

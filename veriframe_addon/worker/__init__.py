@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("observe",),  # how the worker reports: logs, per-stage telemetry
     ("net",),  # HTTP with retries, for the backend and IPFS alike
     ("backend", "ipfs", "scene", "render", "state", "proof"),  # the stages of a job, and its receipt
-    ("status", "bookkeeping", "job", "loop"),  # the job flow
+    ("status", "bookkeeping", "finisher", "job", "loop"),  # the job flow
     ("ops",),  # the operator's tools around a running worker: status server, set-up check
     ("service", "runner", "doctor"),  # the hosts: headless, inside Blender, and the doctor command
 )

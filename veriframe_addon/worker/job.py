@@ -20,6 +20,7 @@ from .backend.auth import StarkSigner
 from .bookkeeping import Bookkeeper, render_record
 from .config import WorkerConfig
 from .errors import AssetTooLarge, RenderError, WorkerError
+from .finisher import Finisher
 from .ipfs.asset_cache import AssetCache
 from .ipfs.client import IpfsClient
 from .ipfs.prefetch import Prefetcher
@@ -43,7 +44,8 @@ MISSING_FILES_LOGGED = 20  # one line each; a scene missing more gets a count af
 
 
 class JobFlow:
-    """Runs claimed jobs through their stages, one at a time."""
+    """Runs claimed jobs through their stages, one render at a time (the last result may still be on its
+    way while the next renders)."""
 
     def __init__(
         self,
@@ -72,22 +74,54 @@ class JobFlow:
         self.more_jobs: Callable[[], bool] = lambda: True  # whether a job may follow the current one
         self._warm_for: tuple[BlenderRenderer, str] | None = None  # the last job's Blender and engine
         self._last_on_gpu = False  # whether the last render ran on a GPU (so the CPU had time to spare)
+        # The last job's seal, upload and report, while this slot's next job renders.
+        self.finisher = Finisher(lambda job, state: self.finish(job, state, beside_render=True), board)
 
-    def process(self, job: Job, settings: RenderSettings, state: JobState | None = None) -> bool:
+    def process(
+        self,
+        job: Job,
+        settings: RenderSettings,
+        state: JobState | None = None,
+        *,
+        done: Callable[[bool], None] | None = None,
+    ) -> bool:
         """Runs a claimed job to completion, from ``state`` when resuming; True when the backend accepted
-        the result. Each finished stage is recorded before the next begins."""
-        state = state or self.books.begin(job, settings)
+        the result. Each finished stage is recorded before the next begins.
+
+        With ``done``, a rendered job's result goes on its way on the slot's finisher while the caller
+        takes its next job (``finisher.py``), when a next job may follow: this then returns True once the
+        render is recorded. ``done(accepted)`` is called exactly once, when the job is finished, here or
+        there, whatever happened.
+        """
+        handed_on = accepted = False
         try:
-            if not state.reached("downloaded"):
-                state = self.books.advance(state, "downloaded", blend=str(self.fetch(job)))
-            if not state.reached("rendered"):
-                render = self.render(job, settings, Path(str(state.blend)))
-                state = self.books.advance(state, "rendered", render=render_record(render))
+            state = state or self.books.begin(job, settings)
+            try:
+                if not state.reached("downloaded"):
+                    state = self.books.advance(state, "downloaded", blend=str(self.fetch(job)))
+                if not state.reached("rendered"):
+                    render = self.render(job, settings, Path(str(state.blend)))
+                    state = self.books.advance(state, "rendered", render=render_record(render))
+            except WorkerError as exc:
+                return self.books.setback(job, state, exc)
+            if done is not None and self.more_jobs():
+                self.finisher.hand(job, state, done)
+                handed_on = True
+                return True
+            accepted = self.finish(job, state)
+            return accepted
+        finally:
+            if done is not None and not handed_on:
+                done(accepted)
+
+    def finish(self, job: Job, state: JobState, *, beside_render: bool = False) -> bool:
+        """Seals, uploads and reports a rendered job; True when the backend accepted the result.
+        ``beside_render``: on the finisher, while the slot's next job renders."""
+        try:
             if not state.reached("uploaded"):
                 receipt = self.seal(job, state)
-                state = self.books.advance(
-                    state, "uploaded", result_cid=self.upload(job, state), receipt=receipt.receipt
-                )
+                result_cid = self.upload(job, state, beside_render=beside_render)
+                state = self.books.advance(state, "uploaded", result_cid=result_cid, receipt=receipt.receipt)
         except WorkerError as exc:
             return self.books.setback(job, state, exc)
         return self.books.deliver(job, state)
@@ -197,12 +231,16 @@ class JobFlow:
         )
         return signed
 
-    def upload(self, job: Job, state: JobState) -> str:
-        """Uploads the rendered image; its CID goes into the journal before this returns."""
+    def upload(self, job: Job, state: JobState, *, beside_render: bool = False) -> str:
+        """Uploads the rendered image; its CID goes into the journal before this returns.
+
+        In line, a prefetch under way is stopped: the upload comes first, and the next job downloads the
+        rest. Beside the next render (``beside_render``) that prefetch is for the job after it, and goes on.
+        """
         output = Path(str((state.render or {})["output"]))
         png_size(output)  # a resumed render must still be there, and a PNG
-        if self.prefetcher is not None:
-            self.prefetcher.cancel()  # the upload comes first; the next job downloads the rest
+        if self.prefetcher is not None and not beside_render:
+            self.prefetcher.cancel()
         with telemetry.stage(job.id, "upload"):
             self.board.publish(state="uploading", progress=None)
             log.info("[Worker] Uploading render result to IPFS: %s", output)

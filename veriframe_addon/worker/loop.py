@@ -9,6 +9,7 @@ all stops.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -303,6 +304,7 @@ class Worker:
                 self._run_slots(idle)
         finally:
             for flow in self.flows:
+                flow.finisher.wait_quietly()  # a result on its way is delivered before the worker stops
                 flow.standby.close()
                 if flow.prefetcher is not None:
                     flow.prefetcher.cancel()
@@ -357,6 +359,7 @@ class Worker:
             if self._all_taken():
                 break
             try:
+                flow.finisher.check()  # what finishing the last job raised, as if it had been in line
                 if not self.auth.signed_in:
                     with self._connect_lock:  # one sign-in for every slot
                         if not self.auth.signed_in:
@@ -367,7 +370,7 @@ class Worker:
                     finally:
                         self._report_lock.release()
                 worked = self.books.resume_unfinished(flow.process, self._taken, self._reserve, self._release)
-                if not worked and self._held():
+                if not worked and self._held(flow):
                     flow.standby.close()  # held: no Blender waits, the machine is the operator's
                 elif not worked:
                     flow.prepare_standby()  # idle: the next render's Blender starts before its job
@@ -399,6 +402,7 @@ class Worker:
                 if self.status.state not in ("waiting", *HELD_STATES):
                     self.board.publish(state="idle", job_id=None, asset_cid=None, progress=None)
                 self._wait(idle)
+        flow.finisher.wait()  # the last result is delivered (or what stopped it raised) before the slot ends
 
     # -- one job per slot ----------------------------------------------------------------------------
     def _all_taken(self) -> bool:
@@ -430,11 +434,14 @@ class Worker:
         idle.wait(seconds)
 
     # -- pause and schedule ---------------------------------------------------------------------------
-    def _held(self) -> bool:
+    def _held(self, flow: JobFlow) -> bool:
         """Whether new jobs wait: paused by the operator, outside the schedule, or (``PAUSE_WHEN_BUSY``)
-        the computer busy with its owner's work. Says so once per change; while paused or sleeping the
-        backend is told this worker is inactive (active again after)."""
+        the computer busy with its owner's work. Says so once per change, once the slot's last result is
+        delivered (the job in hand finishes first); while paused or sleeping the backend is told this
+        worker is inactive (active again after)."""
         state, reason = self._hold_reason()
+        if reason is not None:
+            flow.finisher.wait()
         if reason != self.status.held:
             if reason is not None:
                 log.info("[Worker] No new jobs: %s", reason)
@@ -517,17 +524,27 @@ class Worker:
             settings = self._acceptable(job)
             if settings is None or not self._reserve(job.id):
                 continue
+            processing = False
             try:
                 if not self._claim(job):
                     continue
                 with self._slots_lock:
                     self._taken.add(job.id)
-                if flow.process(job, settings):
-                    self._refresh_figures()
+                processing = True  # from here the job's end lets go of it (``_finished``)
+                flow.process(job, settings, done=functools.partial(self._finished, job.id))
                 return True
             finally:
-                self._release(job.id)
+                if not processing:
+                    self._release(job.id)
         return False
+
+    def _finished(self, job_id: str, accepted: bool) -> None:
+        """A taken job's end, in its slot or on the slot's finisher: the slot lets go of it."""
+        try:
+            if accepted:
+                self._refresh_figures()
+        finally:
+            self._release(job_id)
 
     def next_job(self, running_job: str) -> Job | None:
         """The first available job this worker would take after ``running_job`` (for the prefetch;

@@ -43,6 +43,7 @@ class WorkerStatus:
     creator: str | None = None  # the creator of the job in hand
     held: str | None = None  # why no new job is taken now, e.g. "outside the schedule until Mon 18:00"
     slots: tuple[SlotStatus, ...] = ()  # with RENDER_SLOTS above 1: what each slot does, slot 0 first
+    delivering: tuple[str, ...] = ()  # jobs whose results are on their way beside the next render
     history: tuple[HistoryEntry, ...] = ()  # the newest finished jobs, newest first
     earnings: Earnings | None = None  # from this node's history
     backend_figures: BackendFigures | None = None  # the backend's own record of this worker
@@ -111,11 +112,24 @@ class StatusBoard:
         slots = tuple(SlotStatus(i, device) for i, device in enumerate(devices)) if len(devices) > 1 else ()
         self.publish(slots=slots)
 
-    def bind_slot(self, index: int | None) -> None:
-        """The calling thread publishes for slot ``index`` (None: for the worker as a whole)."""
+    def bind_slot(self, index: int | None, *, background: bool = False) -> None:
+        """The calling thread publishes for slot ``index`` (None: for the worker as a whole).
+
+        ``background``: the thread finishes an earlier job of the slot while the slot goes on to its
+        next, so what it says of "the job in hand" (``SLOT_FIELDS``) is not published; the rest is
+        (the last result, the counts, errors, the history)."""
         self._slot.index = index
+        self._slot.background = background
+
+    def slot_index(self) -> int | None:
+        """The slot the calling thread publishes for."""
+        return getattr(self._slot, "index", None)
 
     def publish(self, **changes: object) -> None:
+        if getattr(self._slot, "background", False):
+            changes = {k: v for k, v in changes.items() if k not in SLOT_FIELDS}
+            if not changes:
+                return
         with self._lock:
             index = getattr(self._slot, "index", None)
             if index is not None and index < len(self.current.slots):
@@ -135,6 +149,12 @@ class StatusBoard:
         """Another slot that holds a job, if any."""
         others = (slot for slot in self.current.slots if slot.index != index)
         return next((slot for slot in others if slot.state not in SLOT_AT_REST), None)
+
+    def delivering_result(self, job_id: str, *, on: bool) -> None:
+        """``job_id``'s result is on its way on a finisher (``on``), or no longer."""
+        with self._lock:
+            others = tuple(job for job in self.current.delivering if job != job_id)
+            self.publish(delivering=(*others, job_id) if on else others)
 
     def count_completed(self, reward: int) -> None:
         with self._lock:

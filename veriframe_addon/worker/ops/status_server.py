@@ -156,6 +156,7 @@ class WorkerMonitor:
             "verified": status.verified,
             "current_job": current,
             "slots": slots,  # with RENDER_SLOTS above 1: each slot's job (current_job: the latest change)
+            "delivering": list(status.delivering),  # results on their way beside the next render
             "completed": status.completed,
             "failed": status.failed,
             "last_error": status.last_error,
