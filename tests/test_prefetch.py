@@ -158,3 +158,43 @@ def test_a_prefetched_job_someone_else_claims_costs_only_its_cache_entry(
     assert AssetCache(data / "asset-cache", 1 << 30).has(theirs_cid)
     assert not (data / "jobs" / theirs).exists()
     assert theirs not in (data / "completed_jobs.json").read_text()
+
+
+def test_a_job_claimed_while_its_scene_is_still_prefetching_waits_for_it_and_downloads_it_once(
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
+) -> None:
+    # The first job renders in a moment (Workbench), so the second is claimed while a gateway holds its
+    # prefetch; let go, the prefetch lands in the cache and the claimed job copies it from there.
+    quick = ("--settings", '{"engine": "WORKBENCH", "resolution_percentage": 50}')
+    first = devnet.cli("submit", str(_scene_archive(sample_blend, tmp_path, "first")), *quick).strip()
+    second = devnet.cli("submit", str(_scene_archive(sample_blend, tmp_path, "second")), *quick).strip()
+    second_cid = _cid(devnet, second)
+    gateway = devnet.env["IPFS_GATEWAY"]
+    held, release, fetches = threading.Event(), threading.Event(), []
+    app = FastAPI()
+
+    @app.get("/ipfs/{cid}")
+    def gateway_get(cid: str) -> Response:
+        if cid == second_cid:
+            fetches.append(cid)
+            held.set()
+            release.wait(60)
+        answer = requests.get(f"{gateway}/{cid}", timeout=30)
+        return Response(answer.content, status_code=answer.status_code, media_type="application/octet-stream")
+
+    def on_line(line: str) -> None:
+        if "Waiting for the prefetch of asset" in line:
+            release.set()  # the claimed job waits for the prefetch: now let the bytes through
+
+    with serve_app(app) as holding:
+        env = worker_env(devnet, tmp_path / "worker", IPFS_GATEWAY=f"{holding}/ipfs")
+        log = _run_until(env, f"Successfully completed job {second}", 300, on_line)
+    release.set()
+
+    assert held.is_set() and fetches == [second_cid], fetches  # fetched once, by the prefetch
+    second_part = log[log.index(f"Successfully claimed job {second}") :]
+    assert f"Waiting for the prefetch of asset {second_cid}" in second_part, log[-4000:]
+    assert f"Prefetched job {second}'s asset {second_cid}" in second_part
+    assert f"Asset CID {second_cid} is in the local cache" in second_part
+    assert "Downloading asset CID" not in second_part
+    assert f"Successfully completed job {first}" in log

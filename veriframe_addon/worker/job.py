@@ -135,6 +135,8 @@ class JobFlow:
                 shutil.rmtree(job_dir)
             job_dir.mkdir(parents=True)
             self.board.publish(state="downloading", progress=0.0)
+            if self.prefetcher is not None:
+                self.prefetcher.settle(job.asset_cid, self.stop)
             if not self._from_cache(job, job_dir / "asset"):
                 self._download(job, job_dir / "asset")
             blend = prepare_blend(job_dir / "asset", job_dir / "scene", self.config.limits.max_unpacked_bytes)

@@ -38,6 +38,7 @@ class Prefetcher:
         self.client = client  # an IPFS client that gives up when its event is set
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
+        self._fetching: str | None = None  # the asset CID the prefetch under way downloads
 
     @property
     def busy(self) -> bool:
@@ -59,6 +60,24 @@ class Prefetcher:
         if self._thread is not None:
             self._thread.join(wait)
 
+    def settle(self, asset_cid: str, stop: threading.Event) -> None:
+        """Before a claimed job fetches ``asset_cid``. A prefetch of that very asset is waited for: it
+        lands in the cache, verified, and the job copies it from there instead of downloading it a second
+        time beside it. A prefetch of any other asset is stopped: the claimed job has the link to itself,
+        and the next prefetch can start. ``stop`` (the worker's) ends the wait."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return
+        if self._fetching != asset_cid:
+            self.cancel()
+            return
+        log.info("[Worker] Waiting for the prefetch of asset %s to finish", asset_cid)
+        while thread.is_alive():
+            if stop.is_set():
+                self.cancel()
+                return
+            thread.join(0.2)
+
     def _run(self, running_job: str, cancel: threading.Event) -> None:
         try:
             job = self.next_job(running_job)
@@ -69,6 +88,7 @@ class Prefetcher:
             return
         partial = self.assets.root / f".prefetch-{secrets.token_hex(6)}.part"
         started = time.monotonic()
+        self._fetching = job.asset_cid
         try:
             self.assets.root.mkdir(parents=True, exist_ok=True)
             download = self.client(cancel).download(job.asset_cid, partial)
@@ -85,6 +105,7 @@ class Prefetcher:
                 )
             return
         finally:
+            self._fetching = None
             partial.unlink(missing_ok=True)
         if kept:
             log.info(
