@@ -116,25 +116,23 @@ class Timeline:
         """Each render slot's state (one slot: the worker's)."""
         return [slot.state for slot in status.slots] or [status.state]
 
-    def _entries(self, state: str) -> list[float]:
-        """When any slot entered ``state``, in order."""
-        times, before = [], None
+    def _changes(self) -> list[tuple[float, str, str]]:
+        """(when, old state, new state) for each change of any slot's state, in order."""
+        changes, before = [], None
         for at, status in self.events:
             now = self._states(status)
             was = before or ["stopped"] * len(now)
-            times += [at for old, new in zip(was, now, strict=False) if new == state and old != state]
+            changes += [(at, old, new) for old, new in zip(was, now, strict=False) if old != new]
             before = now
-        return times
+        return changes
+
+    def _entries(self, state: str) -> list[float]:
+        """When any slot entered ``state``, in order."""
+        return [at for at, _, new in self._changes() if new == state]
 
     def _exits(self, state: str) -> list[float]:
         """When any slot left ``state``, in order."""
-        times, before = [], None
-        for at, status in self.events:
-            now = self._states(status)
-            if before is not None:
-                times += [at for old, new in zip(before, now, strict=False) if old == state and new != state]
-            before = now
-        return times
+        return [at for at, old, _ in self._changes() if old == state]
 
     def completions(self) -> list[float]:
         """When each job was completed (the count went up), in order."""

@@ -27,6 +27,9 @@ from .fault_proxy import FaultPolicy, FaultProxy
 
 SCENE_SIZE = (64, 48)
 SANDBOX_MODES = ("bwrap", "off")
+# A job's settings for a real render that takes a fraction of a second (Workbench, half size): for tests of
+# claims, order and crash safety, not of the CPU.
+QUICK_SETTINGS = ("--settings", '{"engine": "WORKBENCH", "resolution_percentage": 50}')
 
 
 # The slowest modules first. The suite runs in two pytest-xdist processes that take whole modules in

@@ -18,7 +18,7 @@ from veriframe_addon.worker.ipfs.asset_cache import AssetCache
 from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 from veriframe_addon.worker.net.transport import JsonTransport
 
-from .conftest import run_worker_until, worker_env
+from .conftest import QUICK_SETTINGS, run_worker_until, worker_env
 from .servers import serve_app
 
 
@@ -165,9 +165,10 @@ def test_a_job_claimed_while_its_scene_is_still_prefetching_waits_for_it_and_dow
 ) -> None:
     # The first job renders in a moment (Workbench), so the second is claimed while a gateway holds its
     # prefetch; let go, the prefetch lands in the cache and the claimed job copies it from there.
-    quick = ("--settings", '{"engine": "WORKBENCH", "resolution_percentage": 50}')
-    first = devnet.cli("submit", str(_scene_archive(sample_blend, tmp_path, "first")), *quick).strip()
-    second = devnet.cli("submit", str(_scene_archive(sample_blend, tmp_path, "second")), *quick).strip()
+    first, second = (
+        devnet.cli("submit", str(_scene_archive(sample_blend, tmp_path, name)), *QUICK_SETTINGS).strip()
+        for name in ("first", "second")
+    )
     second_cid = _cid(devnet, second)
     gateway = devnet.env["IPFS_GATEWAY"]
     held, release, fetches = threading.Event(), threading.Event(), []

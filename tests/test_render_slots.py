@@ -16,12 +16,10 @@ import requests
 
 from devnet.process import Devnet
 
-from .conftest import read_until, run_worker, start_worker, worker_env
+from .conftest import QUICK_SETTINGS, read_until, run_worker, start_worker, worker_env
 from .servers import served_status
 
 SETTINGS = ("--settings", '{"samples": 1, "resolution_percentage": 50}')
-# Workbench: a real render that takes a fraction of a second, so ten jobs test the claims, not the CPU.
-QUICK = ("--settings", '{"engine": "WORKBENCH", "resolution_percentage": 50}')
 
 
 def _status(devnet: Devnet, job_id: str) -> str:
@@ -60,7 +58,7 @@ def _rendering_at_once(log: str) -> bool:
 def test_two_slots_render_ten_jobs_each_claimed_and_completed_once(
     devnet: Devnet, sample_blend: Path, tmp_path: Path, shader_cache: Path
 ) -> None:
-    jobs = [devnet.cli("submit", str(sample_blend), *QUICK).strip() for _ in range(10)]
+    jobs = [devnet.cli("submit", str(sample_blend), *QUICK_SETTINGS).strip() for _ in range(10)]
     env = worker_env(devnet, tmp_path / "worker", RENDER_SLOTS="2", VERIFRAME_SHADER_CACHE=str(shader_cache))
     run = run_worker(env, "--max-jobs", "10")
 

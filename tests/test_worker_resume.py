@@ -28,7 +28,7 @@ from veriframe_addon.worker.multiaddr import api_url_from_multiaddr
 from veriframe_addon.worker.proof.png_chunks import image_sha256, without_itxt
 from veriframe_addon.worker.proof.receipt import RECEIPT_KEYWORD, SignedReceipt, embed, extract, receipt_felt
 
-from .conftest import read_until, run_worker, run_worker_until, start_worker, worker_env
+from .conftest import QUICK_SETTINGS, read_until, run_worker, run_worker_until, start_worker, worker_env
 from .processes import render_children
 from .servers import serve_app
 
@@ -283,9 +283,6 @@ def test_a_job_whose_lease_ran_out_while_stopped_is_let_go(
     assert not (data_dir / "jobs" / job_id / "scene").exists()
 
 
-QUICK = ("--settings", '{"engine": "WORKBENCH", "resolution_percentage": 50}')  # renders in a moment
-
-
 @contextmanager
 def next_render_while_a_report_is_held(
     devnet: Devnet, sample_blend: Path, env: dict[str, str]
@@ -293,7 +290,7 @@ def next_render_while_a_report_is_held(
     """Two jobs, and a worker whose first ``complete`` a proxy holds, read until its second render has
     started (a worker that reports before its next render never gets there): (the jobs, the worker, the
     proxy, its log so far). The proxy lets go when the block ends."""
-    jobs = [devnet.cli("submit", str(sample_blend), *QUICK).strip() for _ in range(2)]
+    jobs = [devnet.cli("submit", str(sample_blend), *QUICK_SETTINGS).strip() for _ in range(2)]
     proxy = HoldingProxy(devnet.backend_url.removesuffix("/api/v1"), "/complete", "before", "POST")
     with proxied_env(env, "backend", proxy) as through_proxy:
         worker = start_worker(through_proxy, "--max-jobs", "2")

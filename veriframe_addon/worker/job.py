@@ -75,7 +75,7 @@ class JobFlow:
         self._warm_for: tuple[BlenderRenderer, str] | None = None  # the last job's Blender and engine
         self._last_on_gpu = False  # whether the last render ran on a GPU (so the CPU had time to spare)
         # The last job's seal, upload and report, while this slot's next job renders.
-        self.finisher = Finisher(lambda job, state: self.finish(job, state, beside_render=True), board)
+        self.finisher = Finisher(self.finish, board)
 
     def process(
         self,
@@ -95,32 +95,39 @@ class JobFlow:
         """
         handed_on = accepted = False
         try:
-            state = state or self.books.begin(job, settings)
-            try:
-                if not state.reached("downloaded"):
-                    state = self.books.advance(state, "downloaded", blend=str(self.fetch(job)))
-                if not state.reached("rendered"):
-                    render = self.render(job, settings, Path(str(state.blend)))
-                    state = self.books.advance(state, "rendered", render=render_record(render))
-            except WorkerError as exc:
-                return self.books.setback(job, state, exc)
+            rendered = self._download_and_render(job, settings, state or self.books.begin(job, settings))
+            if rendered is None:
+                return False
             if done is not None and self.more_jobs():
-                self.finisher.hand(job, state, done)
+                self.finisher.hand(job, rendered, done)
                 handed_on = True
                 return True
-            accepted = self.finish(job, state)
+            accepted = self.finish(job, rendered)
             return accepted
         finally:
             if done is not None and not handed_on:
                 done(accepted)
 
-    def finish(self, job: Job, state: JobState, *, beside_render: bool = False) -> bool:
-        """Seals, uploads and reports a rendered job; True when the backend accepted the result.
-        ``beside_render``: on the finisher, while the slot's next job renders."""
+    def _download_and_render(self, job: Job, settings: RenderSettings, state: JobState) -> JobState | None:
+        """The stages up to a recorded render; None when one was set back (see ``Bookkeeper.setback``)."""
+        try:
+            if not state.reached("downloaded"):
+                state = self.books.advance(state, "downloaded", blend=str(self.fetch(job)))
+            if not state.reached("rendered"):
+                render = self.render(job, settings, Path(str(state.blend)))
+                state = self.books.advance(state, "rendered", render=render_record(render))
+        except WorkerError as exc:
+            self.books.setback(job, state, exc)
+            return None
+        return state
+
+    def finish(self, job: Job, state: JobState) -> bool:
+        """Seals, uploads and reports a rendered job (in line, or on the finisher beside the slot's next
+        render); True when the backend accepted the result."""
         try:
             if not state.reached("uploaded"):
                 receipt = self.seal(job, state)
-                result_cid = self.upload(job, state, beside_render=beside_render)
+                result_cid = self.upload(job, state)
                 state = self.books.advance(state, "uploaded", result_cid=result_cid, receipt=receipt.receipt)
         except WorkerError as exc:
             return self.books.setback(job, state, exc)
@@ -233,15 +240,15 @@ class JobFlow:
         )
         return signed
 
-    def upload(self, job: Job, state: JobState, *, beside_render: bool = False) -> str:
+    def upload(self, job: Job, state: JobState) -> str:
         """Uploads the rendered image; its CID goes into the journal before this returns.
 
-        In line, a prefetch under way is stopped: the upload comes first, and the next job downloads the
-        rest. Beside the next render (``beside_render``) that prefetch is for the job after it, and goes on.
+        A prefetch under way goes on while a next job may follow (it is that job's scene); when none may,
+        it is stopped, and the upload has the link to itself.
         """
         output = Path(str((state.render or {})["output"]))
         png_size(output)  # a resumed render must still be there, and a PNG
-        if self.prefetcher is not None and not beside_render:
+        if self.prefetcher is not None and not self.more_jobs():
             self.prefetcher.cancel()
         with telemetry.stage(job.id, "upload"):
             self.board.publish(state="uploading", progress=None)
