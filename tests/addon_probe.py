@@ -153,7 +153,10 @@ def scenario_draw_states(args: dict) -> dict:
             last_error="POST /jobs/x/assign: backend unreachable at http://b (boom)",
             last_render=png,
             sandbox="sandboxed with bwrap (...)" if state == "rendering" else "NOT sandboxed: no bwrap",
-            render_blender="Blender 4.2.23 LTS" if state == "rendering" else None,
+            # The software-GL words a render child gives: the panel drops their parenthesised details.
+            render_blender="Blender 4.2.23 LTS on llvmpipe (LLVM 15.0.6, 256 bits) (OPENGL)"
+            if state == "rendering"
+            else None,
             creator="0xc0ffee",
             held={"paused": "paused by the operator", "sleeping": "outside the schedule until 18:00"}.get(
                 state

@@ -73,7 +73,7 @@ def assert_draw_states(drawn: dict[str, list[str]]) -> None:
     assert "Renders sandboxed (bwrap)" in drawn["rendering"] and "Renders NOT sandboxed" in drawn["idle"]
     assert "Only the scene check guards this node" in drawn["idle"]
     assert "Only the scene check guards this node" not in drawn["rendering"]
-    assert "In Blender 4.2.23 LTS" in drawn["rendering"]  # which Blender renders the job in hand
+    assert "In Blender 4.2.23 LTS on llvmpipe" in drawn["rendering"]  # which Blender renders the job
     assert not any(text.startswith("In Blender") for text in drawn["idle"])
     assert any("Cannot reach the VeriFrame backend" in text for text in drawn["polling"])
     assert any("Backend: reachable" in text for text in drawn["checks"])
@@ -96,7 +96,7 @@ def assert_draw_states(drawn: dict[str, list[str]]) -> None:
     assert slots.index("1: Rendering 42%, job 6f0c-job") + 1 == slots.index("CUDA NVIDIA A (CUDA_0)")
     assert slots.index("2: Idle") + 1 == slots.index("CUDA NVIDIA B (CUDA_1)")
     assert "Job 6f0c-job" not in slots
-    assert "Delivering the result of job a1b2c3d4" in slots  # a result on its way beside the next render
+    assert "Delivering job a1b2c3d4's result" in slots  # a result on its way beside the next render
     assert not any("Delivering" in text for text in drawn["rendering"])
 
 

@@ -166,14 +166,13 @@ def _share_where(png: Path, test) -> float:
 
 
 def test_every_honest_scene_renders_as_blender_renders_it(
-    corpus: list[Entry], devnet: Devnet, sandbox: str, shader_cache: Path, tmp_path: Path
+    corpus: list[Entry], devnet: Devnet, sandbox: str, tmp_path: Path
 ) -> None:
     jobs = {_submit(devnet, entry.asset): entry for entry in corpus}
     env = worker_env(
         devnet,
         tmp_path / "data",
         RENDER_SANDBOX=sandbox,
-        VERIFRAME_SHADER_CACHE=str(shader_cache),
         BLENDER_PATH=os.pathsep.join(_bpy_pythons().values()),
     )
     run = run_worker(env, "--max-jobs", str(len(jobs)), timeout=900)

@@ -214,9 +214,7 @@ class Outcome:
 
 
 @pytest.fixture
-def run_cases(
-    devnet: Devnet, honest_asset: Path, shader_cache: Path, sandbox: str, tmp_path: Path
-) -> Iterator:
+def run_cases(devnet: Devnet, honest_asset: Path, sandbox: str, tmp_path: Path) -> Iterator:
     """Builds cases, submits them and then an honest job, runs one worker until the honest job is done.
 
     Each case is built into its own folder; they share OUTSIDE_DIR (``tmp_path / "outside"``), where the
@@ -231,7 +229,7 @@ def run_cases(
             settings = ("--settings", json.dumps(case.settings)) if case.settings else ()
             hostile.append(devnet.cli("submit", made["asset"], *settings).strip())
         honest = devnet.cli("submit", str(honest_asset)).strip()
-        overrides = {"RENDER_SANDBOX": sandbox, "VERIFRAME_SHADER_CACHE": str(shader_cache)}
+        overrides = {"RENDER_SANDBOX": sandbox}
         target = _job(devnet, hostile[0])["full_asset_cid"]
         with serve_app(_lying_ipfs(devnet.env["IPFS_GATEWAY"], _api_url(devnet), target)) as lie:
             if cases[0].lying_gateway:  # both sources lie about this CID: no honest copy to fall back on

@@ -84,7 +84,7 @@ def _run_until(
 
 
 def test_the_next_scene_is_fetched_during_the_render_and_bytes_that_fail_verification_are_never_kept(
-    devnet: Devnet, sample_blend: Path, tmp_path: Path, shader_cache: Path
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
 ) -> None:
     # Three jobs in a row: while the first renders, the second's asset is prefetched and the gateway
     # lies about it (never kept: it is downloaded, verified, when claimed); while the second renders the
@@ -104,7 +104,6 @@ def test_the_next_scene_is_fetched_during_the_render_and_bytes_that_fail_verific
             data,
             IPFS_GATEWAY=f"{lying}/ipfs",
             IPFS_API=lying,
-            VERIFRAME_SHADER_CACHE=str(shader_cache),
         )
         log = _run_until(env, f"Successfully completed job {third}", 300)
 
@@ -126,7 +125,7 @@ def test_the_next_scene_is_fetched_during_the_render_and_bytes_that_fail_verific
 
 
 def test_a_prefetched_job_someone_else_claims_costs_only_its_cache_entry(
-    devnet: Devnet, sample_blend: Path, tmp_path: Path, shader_cache: Path
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
 ) -> None:
     settings = ("--settings", '{"samples": 1}')
     mine = devnet.cli("submit", str(_scene_archive(sample_blend, tmp_path, "mine")), *settings).strip()
@@ -147,7 +146,7 @@ def test_a_prefetched_job_someone_else_claims_costs_only_its_cache_entry(
             claimed.set()
 
     data = tmp_path / "worker"
-    env = worker_env(devnet, data, VERIFRAME_SHADER_CACHE=str(shader_cache), POLL_INTERVAL="0.3")
+    env = worker_env(devnet, data, POLL_INTERVAL="0.3")
     worker_log = _run_until(env, f"Successfully completed job {mine}", 240, claim_when_prefetched)
     assert claimed.is_set(), worker_log[-3000:]
     assert f"Successfully completed job {mine}" in worker_log

@@ -31,11 +31,11 @@ def _journal(data: Path) -> dict:
 
 
 def _two_in_flight(
-    devnet: Devnet, sample_blend: Path, data: Path, shader_cache: Path, submitted: int
+    devnet: Devnet, sample_blend: Path, data: Path, submitted: int
 ) -> tuple[list[str], dict[str, str], subprocess.Popen[str], list[str]]:
     """``submitted`` jobs, and a 2-slot worker started on them that is rendering two at once."""
     jobs = [devnet.cli("submit", str(sample_blend), *SETTINGS).strip() for _ in range(submitted)]
-    env = worker_env(devnet, data, RENDER_SLOTS="2", VERIFRAME_SHADER_CACHE=str(shader_cache))
+    env = worker_env(devnet, data, RENDER_SLOTS="2")
     worker = start_worker(env)
     lines: list[str] = []
     read_until(worker, lines, lambda log: log.count("[Worker] Validating and rendering") >= 2, 180)
@@ -56,10 +56,10 @@ def _rendering_at_once(log: str) -> bool:
 
 
 def test_two_slots_render_ten_jobs_each_claimed_and_completed_once(
-    devnet: Devnet, sample_blend: Path, tmp_path: Path, shader_cache: Path
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
 ) -> None:
     jobs = [devnet.cli("submit", str(sample_blend), *QUICK_SETTINGS).strip() for _ in range(10)]
-    env = worker_env(devnet, tmp_path / "worker", RENDER_SLOTS="2", VERIFRAME_SHADER_CACHE=str(shader_cache))
+    env = worker_env(devnet, tmp_path / "worker", RENDER_SLOTS="2")
     run = run_worker(env, "--max-jobs", "10")
 
     assert run.returncode == 0, run.output[-4000:]
@@ -78,9 +78,9 @@ def test_two_slots_render_ten_jobs_each_claimed_and_completed_once(
 
 
 def test_a_worker_killed_with_two_jobs_in_flight_finishes_both_once_after_a_restart(
-    devnet: Devnet, sample_blend: Path, tmp_path: Path, shader_cache: Path
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
 ) -> None:
-    jobs, env, worker, lines = _two_in_flight(devnet, sample_blend, tmp_path / "worker", shader_cache, 2)
+    jobs, env, worker, lines = _two_in_flight(devnet, sample_blend, tmp_path / "worker", 2)
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=30)
     first = "".join(lines)
@@ -98,9 +98,9 @@ def test_a_worker_killed_with_two_jobs_in_flight_finishes_both_once_after_a_rest
 
 
 def test_stop_after_the_jobs_in_hand_with_two_in_flight_finishes_both(
-    devnet: Devnet, sample_blend: Path, tmp_path: Path, shader_cache: Path
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
 ) -> None:
-    jobs, _, worker, lines = _two_in_flight(devnet, sample_blend, tmp_path / "worker", shader_cache, 3)
+    jobs, _, worker, lines = _two_in_flight(devnet, sample_blend, tmp_path / "worker", 3)
     worker.send_signal(signal.SIGTERM)  # the first SIGTERM: finish the jobs in hand, take no new one
     try:
         rest, _ = worker.communicate(timeout=240)

@@ -20,10 +20,11 @@ import pytest
 from devnet.process import Devnet
 from veriframe_addon.worker.config import load_config
 from veriframe_addon.worker.errors import ConfigError
-from veriframe_addon.worker.job import on_gpu, warm_engine
+from veriframe_addon.worker.job import on_gpu, standby_words, warm_engine
 from veriframe_addon.worker.limits import DEFAULT_RENDER_NICE, CpuBudget
 from veriframe_addon.worker.render.renderer import BlenderCommand, BlenderRenderer
 from veriframe_addon.worker.render.standby import StandbyKeeper, can_leave_idle_priority, group_threads
+from veriframe_addon.worker.scene.job_settings import RenderSettings
 
 from .conftest import read_until, start_worker, worker_env
 from .processes import pids_with
@@ -56,11 +57,11 @@ def _parked_standbys(jobs_dir: Path) -> list[int]:
     shutil.which("bwrap") is None or not sys.platform.startswith("linux"), reason="needs bwrap (Linux)"
 )
 def test_a_parked_standby_holds_no_secret_and_cannot_see_the_last_job(
-    devnet: Devnet, sample_blend: Path, tmp_path: Path, shader_cache: Path
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
 ) -> None:
     first = devnet.cli("submit", str(sample_blend), "--settings", '{"samples": 1}').strip()
     data = tmp_path / "worker"
-    env = worker_env(devnet, data, RENDER_SANDBOX="bwrap", VERIFRAME_SHADER_CACHE=str(shader_cache))
+    env = worker_env(devnet, data, RENDER_SANDBOX="bwrap")
     worker = start_worker(env)
     assert worker.stdout is not None
     lines: list[str] = []
@@ -161,3 +162,27 @@ def test_a_standby_starts_beside_a_render_only_when_the_render_leaves_the_cpu_fr
         assert warm_engine("EEVEE", on_gpu=True) == "EEVEE"
     assert warm_engine("CYCLES", on_gpu=False) == warm_engine("CYCLES", on_gpu=True) == "CYCLES"
     assert warm_engine("WORKBENCH", on_gpu=True) == "WORKBENCH"
+
+
+def test_a_job_waiting_when_blender_has_started_renders_without_the_warm_up_frame(
+    sample_blend: Path, tmp_path: Path
+) -> None:
+    """The job is handed over while ``import bpy`` still runs (0.4 s): an EEVEE warm-up frame would only
+    delay it, so the standby renders the job at once, and the log says it skipped the warm-up."""
+    command = BlenderCommand(sys.executable, uses_bpy_module=True)
+    renderer = BlenderRenderer(command, 120, None, cpu=CpuBudget(nice=DEFAULT_RENDER_NICE))
+    keeper = StandbyKeeper(tmp_path / "jobs", enabled=True)
+    try:
+        assert keeper.prepare(renderer, "EEVEE") is not None
+        job_dir = tmp_path / "jobs" / "job"
+        (job_dir / "scene").mkdir(parents=True)
+        blend = job_dir / "scene" / "asset.blend"
+        shutil.copy(sample_blend, blend)
+        standby = keeper.take(renderer)
+        assert standby is not None and not standby.parked.is_set()
+        result = renderer.render(blend, job_dir, RenderSettings(samples=1), standby=standby)
+    finally:
+        keeper.close()
+    assert result.output.is_file()
+    assert standby.warm_skipped and standby.parked_seconds is not None
+    assert "no warm-up frame" in standby_words(standby)

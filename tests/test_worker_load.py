@@ -36,10 +36,10 @@ def submit(devnet: Devnet, blend: Path, count: int) -> list[str]:
     return [devnet.cli("submit", str(blend), "--settings", SETTINGS).strip() for _ in range(count)]
 
 
-def warm_up(devnet: Devnet, blend: Path, shader_cache: Path, tmp_path: Path) -> None:
+def warm_up(devnet: Devnet, blend: Path, tmp_path: Path) -> None:
     """One job first, outside the measured run, so the shared shader cache is warm."""
     job = submit(devnet, blend, 1)
-    env = worker_env(devnet, tmp_path / "warm", VERIFRAME_SHADER_CACHE=str(shader_cache))
+    env = worker_env(devnet, tmp_path / "warm")
     assert run_worker(env, "--max-jobs", "1").returncode == 0
     assert statuses(devnet, job) == Counter({"completed": 1})
 
@@ -94,17 +94,16 @@ def assert_each_job_once(devnet: Devnet, ids: list[str], outputs: list[str]) -> 
 
 
 def test_twenty_jobs_through_thirty_percent_faults_all_complete_once(
-    devnet: Devnet, sample_blend: Path, shader_cache: Path, tmp_path: Path
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
 ) -> None:
     """Drops, delays, 500/503 (with Retry-After) and cut responses on 30 % of backend and IPFS calls."""
-    warm_up(devnet, sample_blend, shader_cache, tmp_path)
+    warm_up(devnet, sample_blend, tmp_path)
     ids = submit(devnet, sample_blend, 20)
     with faulty_network(devnet, rate=0.3, seed=7) as (routes, proxies):
         flaky = worker_env(
             devnet,
             tmp_path / "worker",
             **routes,
-            VERIFRAME_SHADER_CACHE=str(shader_cache),
             POLL_INTERVAL="0.5",
             ASSET_CACHE_MB="0",  # every job fetches its scene through the faulty network
         )
@@ -128,16 +127,11 @@ def test_twenty_jobs_through_thirty_percent_faults_all_complete_once(
 
 
 def test_eight_workers_forty_jobs_each_rendered_once(
-    devnet: Devnet, sample_blend: Path, shader_cache: Path, tmp_path: Path
+    devnet: Devnet, sample_blend: Path, tmp_path: Path
 ) -> None:
-    warm_up(devnet, sample_blend, shader_cache, tmp_path)
+    warm_up(devnet, sample_blend, tmp_path)
     ids = submit(devnet, sample_blend, 40)
-    envs = [
-        worker_env(
-            devnet, tmp_path / f"worker{n}", VERIFRAME_SHADER_CACHE=str(shader_cache), POLL_INTERVAL="1"
-        )
-        for n in range(8)
-    ]
+    envs = [worker_env(devnet, tmp_path / f"worker{n}", POLL_INTERVAL="1") for n in range(8)]
     outputs, wall = run_workers_until_done(devnet, envs, ids, timeout=1200)
     assert_each_job_once(devnet, ids, outputs)
     per_worker = [sum(out.count(DONE + i) for i in ids) for out in outputs]

@@ -5,6 +5,7 @@ Drawing only reads what the timer already drained into ``SESSION``; it never wai
 
 from __future__ import annotations
 
+import re
 import textwrap
 import time
 from pathlib import Path
@@ -69,6 +70,13 @@ def _slot_rows(box: bpy.types.UILayout, slots: tuple) -> None:
 def _token(worker: BackgroundWorker | None) -> Token:
     """The reward token as the worker's settings name it (STRK, 18 decimals, when none runs)."""
     return worker.config.filters.token if worker is not None else Token()
+
+
+def _without_details(text: str) -> str:
+    """``text`` without its parenthesised details: "Blender 4.3.2 on llvmpipe (LLVM 15.0.6, 256 bits)
+    (OPENGL)" becomes "Blender 4.3.2 on llvmpipe", which the sidebar shows whole (the job's record and
+    the log keep every word)."""
+    return re.sub(r"\s*\([^()]*\)", "", text).strip()
 
 
 def _shortened(text: str, width: int) -> str:
@@ -219,7 +227,8 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
         if status is not None and status.slots:
             _slot_rows(box.box(), status.slots)
         for job_id in status.delivering if status is not None else ():
-            box.label(text=f"Delivering the result of job {job_id[:8]}", icon="EXPORT")
+            # Short enough for a default-width sidebar (the longer wording was clipped there).
+            box.label(text=f"Delivering job {job_id[:8]}'s result", icon="EXPORT")
         if status is not None:
             if status.verified is False:
                 box.label(text="Not verified yet: no jobs until an admin verifies you", icon="ERROR")
@@ -232,7 +241,8 @@ class VIEW3D_PT_veriframe(bpy.types.Panel):
                     ).creator = status.creator
             if status.render_blender and (status.job_id or status.last_render):
                 # During a render: the Blender rendering it; after: the one that rendered the last result.
-                box.label(text=f"In {status.render_blender}", icon="BLENDER")
+                words = _without_details(f"In {status.render_blender}")
+                box.label(text=_shortened(words, _chars_that_fit(context)), icon="BLENDER")
             grid = box.grid_flow(columns=2, even_columns=True)
             grid.label(text=f"Done {status.completed}")
             grid.label(text=f"Failed {status.failed}")

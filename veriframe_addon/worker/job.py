@@ -177,7 +177,7 @@ class JobFlow:
             progress = self._progress_log(job.id)
             standby = self.standby.take(renderer)
             if standby is not None:
-                log.info("[Worker] Rendering in a warm standby Blender (%s)", _standby_words(standby))
+                log.info("[Worker] Rendering in a warm standby Blender (%s)", standby_words(standby))
             if self.prefetcher is not None and self.more_jobs():
                 self.prefetcher.start(job.id)
             self._warm_for = (renderer, warm_engine(settings.engine, on_gpu=self._last_on_gpu))
@@ -348,10 +348,12 @@ def on_gpu(device: str) -> bool:
     return bool(words) and words != "cpu" and not any(name in words for name in SOFTWARE_RENDERERS)
 
 
-def _standby_words(standby: Standby) -> str:
+def standby_words(standby: Standby) -> str:
     parked = standby.parked_seconds
     if parked is None:
         return "still starting up"
+    if standby.warm_skipped:
+        return f"started in {parked:.1f}s, its job already waiting: no warm-up frame"
     return f"started and warmed up in {parked:.1f}s before the job"
 
 

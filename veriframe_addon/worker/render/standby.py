@@ -66,6 +66,7 @@ class Standby:
         self.parked_seconds: float | None = None
         self.idle = idle  # started at idle CPU priority, not promoted yet
         self.warm_error: str | None = None
+        self.warm_skipped = False  # its job was waiting once Blender had started: no warm-up frame
 
     @property
     def alive(self) -> bool:
@@ -83,6 +84,7 @@ class Standby:
         if event is not None and event.get("event") == "parked":
             self.parked_seconds = event.get("seconds")
             self.warm_error = event.get("warm_error")
+            self.warm_skipped = bool(event.get("warm_skipped"))
             self.parked.set()
 
     def promote(self) -> None:
