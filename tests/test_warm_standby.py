@@ -71,6 +71,8 @@ def test_a_parked_standby_holds_no_secret_and_cannot_see_the_last_job(
         assert f"Successfully completed job {first}" in log, log[-3000:]
         # The job rendered in the standby started while the worker was idle, warmed before the claim.
         assert "[Worker] Rendering in a warm standby Blender" in log, log[-3000:]
+        # ... and the standby really rendered it: only a standby says it parked, in the job's render.log.
+        assert '"event": "parked"' in (data / "jobs" / first / "render.log").read_text()
 
         # After the render the next standby started; it parks while the worker waits for jobs.
         deadline = time.monotonic() + 60
@@ -151,7 +153,7 @@ def test_a_standby_beside_a_render_waits_at_idle_priority_until_promoted(tmp_pat
     assert not standby.alive and not standby.folder.exists()
 
 
-def test_a_standby_starts_beside_a_render_only_when_the_render_leaves_the_cpu_free() -> None:
+def test_a_standby_beside_a_software_gl_or_cpu_render_warms_up_with_the_lightest_engine() -> None:
     """The device words are the render child's own (``gpu_context``, ``apply_device``); this machine's
     software GL is the first, the GPU ones are what the child says on NVIDIA and AMD nodes."""
     for software in ("llvmpipe (LLVM 15.0.7, 256 bits) (OpenGL)", "CPU", "unknown GPU context (ImportError)"):
@@ -175,8 +177,8 @@ def test_a_job_waiting_when_blender_has_started_renders_without_the_warm_up_fram
     try:
         assert keeper.prepare(renderer, "EEVEE") is not None
         job_dir = tmp_path / "jobs" / "job"
-        (job_dir / "scene").mkdir(parents=True)
-        blend = job_dir / "scene" / "asset.blend"
+        job_dir.mkdir(parents=True)
+        blend = job_dir / "asset.blend"  # where a job's plain .blend asset lies (an archive: scene/)
         shutil.copy(sample_blend, blend)
         standby = keeper.take(renderer)
         assert standby is not None and not standby.parked.is_set()
@@ -184,5 +186,10 @@ def test_a_job_waiting_when_blender_has_started_renders_without_the_warm_up_fram
     finally:
         keeper.close()
     assert result.output.is_file()
+    assert '"event": "parked"' in (job_dir / "render.log").read_text()  # rendered by the standby
+    deadline = time.monotonic() + 30  # the child exits after its PNG; a reaper then removes its folder
+    while standby.folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not standby.folder.exists(), "the standby's folder (and the scene linked into it) stayed"
     assert standby.warm_skipped and standby.parked_seconds is not None
     assert "no warm-up frame" in standby_words(standby)

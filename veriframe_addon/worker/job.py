@@ -73,7 +73,7 @@ class JobFlow:
         self.prefetcher: Prefetcher | None = None
         self.more_jobs: Callable[[], bool] = lambda: True  # whether a job may follow the current one
         self._warm_for: tuple[BlenderRenderer, str] | None = None  # the last job's Blender and engine
-        self._last_on_gpu = False  # whether the last render ran on a GPU (so the CPU had time to spare)
+        self._last_on_gpu = False  # whether the last render ran on a GPU (its standby warms up with EEVEE)
         # The last job's seal, upload and report, while this slot's next job renders.
         self.finisher = Finisher(self.finish, board)
 
@@ -181,8 +181,9 @@ class JobFlow:
             if self.prefetcher is not None and self.more_jobs():
                 self.prefetcher.start(job.id)
             self._warm_for = (renderer, warm_engine(settings.engine, on_gpu=self._last_on_gpu))
-            if self._last_on_gpu:  # the CPU idles through a GPU render: the next Blender warms up now
-                self.prepare_standby(beside_render=True)
+            # The next Blender starts now, at idle CPU priority: it takes what the render leaves (all
+            # of the CPU on a GPU, the gaps of a software-GL frame here: 0.83 of a bare loop's time).
+            self.prepare_standby(beside_render=True)
             try:
                 result = renderer.render(
                     blend, job_dir, settings, progress=progress, cancel=self.stop, standby=standby
@@ -328,9 +329,10 @@ class JobFlow:
 
 def warm_engine(engine: str, *, on_gpu: bool) -> str:
     """What a standby warms up with for a job of ``engine``: Cycles loads its kernels. On a GPU an EEVEE
-    job's standby warms up with EEVEE (its shaders compile beside the running render); in software GL
-    a tiny EEVEE frame costs 1.9 s and saves 0.7 s of the next render, where Workbench's 0.8 s, setting
-    up the GL context both engines share, saves 0.3 s, so it warms up with Workbench there."""
+    job's standby warms up with EEVEE (its shaders compile beside the running render). In software GL
+    a tiny EEVEE frame costs 1.9 s of CPU the running render needs (beside it, a stream of 64x48 EEVEE
+    frames took 1.35 of a bare loop's time), where Workbench's 0.6 s sets up the GL context both engines
+    share (0.83), so it warms up with Workbench there."""
     if engine == "CYCLES":
         return "CYCLES"
     return "EEVEE" if on_gpu and engine == "EEVEE" else "WORKBENCH"
@@ -341,9 +343,8 @@ SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "swiftshader", "lavapipe
 
 def on_gpu(device: str) -> bool:
     """Whether a render ran on a GPU (Cycles on a GPU, or EEVEE/Workbench on a hardware GL/Vulkan/Metal
-    context), from the child's words for it. Software GL and Cycles on the CPU keep every core busy:
-    a standby warming up beside them (even at idle priority) slowed a 64x48 EEVEE render by 20-35 %
-    here, so it waits for the render's end instead."""
+    context), from the child's words for it: software GL and Cycles on the CPU keep the cores busy, so
+    the next standby warms up with the lightest engine there (``warm_engine``)."""
     words = device.strip().lower()
     return bool(words) and words != "cpu" and not any(name in words for name in SOFTWARE_RENDERERS)
 

@@ -291,8 +291,9 @@ class BlenderRenderer:
         out_dir.mkdir(parents=True, exist_ok=True)
         output = out_dir / "render0001.png"
         output.unlink(missing_ok=True)
-        scene_dir = job_dir / "scene"
-        if standby is not None and not (standby.renderer is self and blend.is_relative_to(scene_dir)):
+        scene = scene_files(blend, job_dir)
+        if standby is not None and not (standby.renderer is self and scene is not None):
+            log.info("[Worker] The standby Blender cannot render %s: it renders in a fresh one", blend.name)
             standby.discard()
             standby = None
         # The child's folder: the job's own, or the standby's, which gets the scene hard-linked into it.
@@ -303,8 +304,8 @@ class BlenderRenderer:
             return root / path.relative_to(job_dir) if standby is not None else path
 
         try:
-            if standby is not None:
-                link_tree(scene_dir, root / "scene")
+            if standby is not None and scene is not None:
+                link_tree(scene, root / scene.relative_to(job_dir))
                 (root / "render").mkdir(exist_ok=True)
             spec = root / "render_spec.json"
             spec.write_text(
@@ -568,9 +569,22 @@ def _read_output(
     threading.Thread(target=pump, daemon=True, name="render-output").start()
 
 
+def scene_files(blend: Path, job_dir: Path) -> Path | None:
+    """What of ``job_dir`` a standby needs to render ``blend``: the unpacked archive's folder
+    (``scene/``, every file the scene may read), or the .blend itself when the asset was a plain .blend
+    (``asset.blend``, beside the job's books and output, which no render may see); None for any other
+    place (the render then starts a child in the job folder)."""
+    scene_dir = job_dir / "scene"
+    if blend.is_relative_to(scene_dir):
+        return scene_dir
+    if blend.parent == job_dir and blend.is_file():
+        return blend
+    return None
+
+
 def link_tree(source: Path, dest: Path) -> None:
-    """``source``'s files hard-linked under ``dest`` (copied where links cannot be made, e.g. another
-    file system): instant, and the job folder keeps its own names for every file."""
+    """``source``'s files (or ``source`` itself, a file) hard-linked under ``dest`` (copied where links
+    cannot be made, e.g. another file system): instant, and the job folder keeps its own names."""
 
     def link(src: str, dst: str) -> None:
         try:
@@ -578,4 +592,7 @@ def link_tree(source: Path, dest: Path) -> None:
         except OSError:
             shutil.copy2(src, dst)
 
+    if source.is_file():
+        link(str(source), str(dest))
+        return
     shutil.copytree(source, dest, copy_function=link)

@@ -3,16 +3,18 @@
 Blender's start-up (0.45 s to ``import bpy``, 0.6 s for a binary) and its first render's set-up (the
 GPU context and the engine's shaders, about 0.6 s more) are paid by every job; on a GPU, where a frame
 takes a second, they decide the rate. A standby pays them while the worker polls, uploads or reports,
-and beside a render that runs on a GPU (at idle CPU priority, so it takes only what the render leaves):
-``render_child.py --standby`` renders Blender's own default scene at a tiny size, then parks, waiting
-for one line on stdin (its job's spec); a job that is there before the warm-up skips it. The renderer
-hands it the job (``StandbyStarter.render``).
+and beside the running render (at idle CPU priority, so it takes only what the render leaves: on a GPU
+nearly all of the CPU, in software GL the gaps in a frame's use of the cores). ``render_child.py
+--standby`` renders Blender's own default scene at a tiny size, then parks, waiting for one line on
+stdin (its job's spec); a job that is there before the warm-up skips it. The renderer hands it the job
+(``StandbyStarter.render``).
 
 Isolation is the same as a cold render's. A standby is started exactly like one: the same sandbox, the
 same scrubbed environment (never the key), the same caps, in a fresh folder of its own
 (``JOBS/.standby-<hex>``, a sibling of the job folders, so a scene's relative paths resolve at the same
 depth), and it renders exactly one job and exits. Its job's scene is hard-linked into that folder (the
-job folder itself stays the record); nothing of an earlier job is ever in it.
+job folder itself stays the record): the unpacked archive's ``scene/``, or a plain ``asset.blend``
+alone; nothing of an earlier job is ever in it.
 """
 
 from __future__ import annotations
