@@ -26,3 +26,28 @@ def pids_with(*needles: str) -> list[int]:
 def render_children(data_dir: str | Path) -> list[int]:
     """The worker's render children (``render_child.py``) for jobs under ``data_dir``."""
     return pids_with("render_child.py", str(data_dir))
+
+
+def rendering(data_dir: Path, job_id: str) -> list[int]:
+    """The render child (and its sandbox) rendering ``job_id``: one started for it names the job in
+    its argv; a warm standby does not, but its folder holds the job's scene, hard-linked (same inode)."""
+    found = pids_with("render_child.py", job_id)
+    jobs = data_dir / "jobs"
+    try:
+        scene = (jobs / job_id / "asset.blend").stat().st_ino
+    except OSError:
+        return found
+    for folder in jobs.glob(".standby-*"):
+        try:
+            if (folder / "asset.blend").stat().st_ino != scene:
+                continue
+        except OSError:
+            continue
+        for pid in pids_with("render_child.py", "--standby"):
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            if f"HOME={folder}".encode() in environ:
+                found.append(pid)
+    return found

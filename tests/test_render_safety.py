@@ -24,7 +24,7 @@ from veriframe_addon.worker.render.renderer import BlenderRenderer, find_blender
 from veriframe_addon.worker.scene.job_settings import RenderSettings
 
 from .conftest import run_worker, worker_env
-from .processes import pids_with, render_children
+from .processes import pids_with, render_children, rendering
 
 HOSTILE = Path(__file__).resolve().parent / "hostile_scenes.py"
 
@@ -178,7 +178,7 @@ def test_a_crashed_and_a_hung_render_fail_their_jobs_and_the_worker_goes_on(
     def segfault_first_render() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            children = pids_with("render_child.py", crash)
+            children = rendering(data_dir, crash)
             if children:
                 time.sleep(1.0)  # let it get going
                 for pid in children:
