@@ -28,6 +28,12 @@ def render_children(data_dir: str | Path) -> list[int]:
     return pids_with("render_child.py", str(data_dir))
 
 
+def environ_of(pid: int) -> dict[str, str]:
+    """A process's environment, from ``/proc`` (raises OSError once it is gone)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
 def rendering(data_dir: Path, job_id: str) -> list[int]:
     """The render child (and its sandbox) rendering ``job_id``: one started for it names the job in
     its argv; a warm standby does not, but its folder holds the job's scene, hard-linked (same inode)."""
@@ -45,9 +51,9 @@ def rendering(data_dir: Path, job_id: str) -> list[int]:
             continue
         for pid in pids_with("render_child.py", "--standby"):
             try:
-                environ = Path(f"/proc/{pid}/environ").read_bytes()
+                home = environ_of(pid).get("HOME", "")
             except OSError:
                 continue
-            if f"HOME={folder}".encode() in environ:
+            if home.startswith(str(folder)):
                 found.append(pid)
     return found

@@ -27,14 +27,9 @@ from veriframe_addon.worker.render.standby import StandbyKeeper, can_leave_idle_
 from veriframe_addon.worker.scene.job_settings import RenderSettings
 
 from .conftest import read_until, start_worker, worker_env
-from .processes import pids_with
+from .processes import environ_of, pids_with
 
 SECRET_NAMES = ("WORKER_PRIVATE_KEY", "WORKER_KEYSTORE", "PINATA_JWT", "IPFS_API_AUTH", "BACKEND_API_URL")
-
-
-def _environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes()
-    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
 
 
 def _parked_standbys(jobs_dir: Path) -> list[int]:
@@ -42,7 +37,7 @@ def _parked_standbys(jobs_dir: Path) -> list[int]:
     found = []
     for pid in pids_with("render_child.py", "--standby"):
         try:
-            home = _environ(pid).get("HOME", "")
+            home = environ_of(pid).get("HOME", "")
         except OSError:
             continue
         if (
@@ -80,7 +75,7 @@ def test_a_parked_standby_holds_no_secret_and_cannot_see_the_last_job(
             time.sleep(0.2)
         assert len(parked) == 1, f"one parked standby expected: {parked}"
         pid = parked[0]
-        environ = _environ(pid)
+        environ = environ_of(pid)
         own = Path(environ["HOME"]).parent
         assert own.parent == data / "jobs" and own.name.startswith(".standby-")
 
