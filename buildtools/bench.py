@@ -22,7 +22,9 @@ measurements:
   the scene above; with the warm standby and prefetch on (the defaults);
 - render gap: from one job's completion to the next job's render starting, median (its scene prefetched,
   its Blender parked);
-- standby RSS: the memory of one parked standby (sandbox, Blender and its warm-up frame).
+- standby RSS: the memory of one parked standby (sandbox, Blender and its warm-up frame);
+- floor: the GPU-sized frame opened and rendered in a Blender warmed up as a standby is, alone on the
+  machine, over a bare render: what a standby leaves of a job (the scene's own set-up and render).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -252,9 +255,57 @@ def stream(
     # One render first, not counted: both sides then start with the same warm shader cache.
     shaders = work / "shader-cache"
     bare_render_seconds(blend, work / "warm.png", blender, shaders)
-    bare = sum(bare_render_seconds(blend, work / f"bare{i}.png", blender, shaders) for i in range(jobs))
-    runs = worker_runs(blend, jobs, work, blender, shaders, **options)
+    runs, bare = bracketed(
+        lambda: worker_runs(blend, jobs, work, blender, shaders, **options), jobs, blend, blender, shaders
+    )
     return {"bare_wall_seconds": bare, **runs, "ratio": runs["wall_seconds"] / bare}
+
+
+def bracketed(
+    worker_run: Callable[[], dict[str, Any]], jobs: int, blend: Path, blender: str | None, shaders: Path
+) -> tuple[dict[str, Any], float]:
+    """The worker's run between two halves of the bare loop, and the bare loop's wall: this machine's
+    speed drifts by several percent within minutes, and a drift shared by both halves cancels out."""
+    work = blend.parent
+    first = (jobs + 1) // 2
+    bare = sum(bare_render_seconds(blend, work / f"bare{i}.png", blender, shaders) for i in range(first))
+    runs = worker_run()
+    bare += sum(
+        bare_render_seconds(blend, work / f"bare{i}.png", blender, shaders) for i in range(first, jobs)
+    )
+    return runs, bare
+
+
+WARMED_RENDER = """
+import sys, time, bpy
+scene = bpy.context.scene
+scene.render.engine = "BLENDER_WORKBENCH"
+scene.render.resolution_x, scene.render.resolution_y = 32, 24
+bpy.ops.render.render(write_still=False)
+started = time.perf_counter()
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1], load_ui=False, use_scripts=False)
+bpy.ops.render.render(write_still=False)
+print("WARMED", time.perf_counter() - started)
+"""
+
+
+def warmed_render_seconds(blend: Path, shaders: Path, runs: int = 5) -> float:
+    """The median time to open ``blend`` and render it in a Blender that has started and rendered a
+    Workbench frame of its own first, as a parked standby has: the least a job can take in a standby
+    (its start-up and GL context paid, its own scene's set-up and render not), alone on the machine."""
+    env = {**os.environ, "MESA_SHADER_CACHE_DIR": str(shaders / "mesa"), "XDG_CACHE_HOME": str(shaders)}
+    seconds = []
+    for _ in range(runs):
+        done = subprocess.run(
+            [sys.executable, "-c", WARMED_RENDER, str(blend)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        line = next(line for line in done.stdout.splitlines() if line.startswith("WARMED "))
+        seconds.append(float(line.split()[1]))
+    return statistics.median(seconds)
 
 
 SLOW_GATEWAY_BYTES_PER_S = 25e6
@@ -277,9 +328,14 @@ def slow_gateway_stream(jobs: int, work: Path) -> dict[str, Any]:
         assets.append(archive)
     shaders = work / "shader-cache"
     bare_render_seconds(blend, work / "warm.png", None, shaders)
-    bare = sum(bare_render_seconds(blend, work / f"bare{i}.png", None, shaders) for i in range(jobs))
     downloads = sum(a.stat().st_size for a in assets) / SLOW_GATEWAY_BYTES_PER_S
-    runs = worker_runs(assets, jobs, work, None, shaders, gateway_bytes_per_s=SLOW_GATEWAY_BYTES_PER_S)
+    runs, bare = bracketed(
+        lambda: worker_runs(assets, jobs, work, None, shaders, gateway_bytes_per_s=SLOW_GATEWAY_BYTES_PER_S),
+        jobs,
+        blend,
+        None,
+        shaders,
+    )
     baseline = bare + downloads
     return {
         "bare_wall_seconds": bare,
@@ -520,8 +576,11 @@ def main() -> int:
         print("[bench] slow gateway (25 MB/s, 50 MB scenes), then 2 slots vs 1 ...", flush=True)
         slow = slow_gateway_stream(args.jobs, work / "slow")
         two_slots = stream("64x48", 1, args.jobs, work / "two-slots", None, settings={"RENDER_SLOTS": "2"})
-        print("[bench] parked standby ...", flush=True)
+        print("[bench] parked standby, and a render in a warmed Blender ...", flush=True)
         standby_rss = parked_standby_rss_mb(work / "standby")
+        gpu_sized = work / "gpu-bpy"
+        bare_gpu_sized = streams["gpu-sized, bpy module"]["bare_wall_seconds"] / args.jobs
+        warmed = warmed_render_seconds(gpu_sized / "scene.blend", gpu_sized / "shader-cache")
         blend = work / "scene.blend"
         subprocess.run(
             [sys.executable, "-m", "devnet.sample_scene", str(blend), "--size", "160x120", "--samples", "8"],
@@ -574,6 +633,7 @@ def main() -> int:
         ),
         ("render end to next render start, median ms", gap, "<= 50", gap <= 50),
         ("parked standby RSS, MB", standby_rss, "-", True),
+        ("floor: warmed Blender's render / bare render", warmed / bare_gpu_sized, "-", True),
         (
             "overhead ratio (worker job / bare render)",
             runs["job_seconds_median"] / bare_median,
@@ -624,6 +684,7 @@ def main() -> int:
         "slow_gateway": slow,
         "two_slots": two_slots,
         "parked_standby_rss_mb": standby_rss,
+        "warmed_render_seconds": warmed,
         "rows": [{"metric": m, "value": v, "target": t, "met": ok} for m, v, t, ok in rows],
     }
     (out_dir / "latest.json").write_text(json.dumps(report, indent=2))
