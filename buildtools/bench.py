@@ -52,6 +52,7 @@ from devnet.process import ROOT, running_devnet
 from veriframe_addon.worker.config import load_config
 from veriframe_addon.worker.ipfs.cid import CidVerifier, UnixfsFileBuilder
 from veriframe_addon.worker.loop import Worker
+from veriframe_addon.worker.render.renderer import CHILD_SCRIPT, use_shader_cache
 from veriframe_addon.worker.status import WorkerStatus
 
 log = logging.getLogger("bench")
@@ -94,11 +95,7 @@ def bare_render_seconds(
         argv = [sys.executable, "-c", BARE_RENDER, str(blend), str(out)]
     env = None
     if shader_cache is not None:  # the same warm GL shader cache the worker's renders get
-        env = {
-            **os.environ,
-            "MESA_SHADER_CACHE_DIR": str(shader_cache / "mesa"),
-            "XDG_CACHE_HOME": str(shader_cache),
-        }
+        env = use_shader_cache(dict(os.environ), shader_cache)
     started = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True, env=env)
     return time.perf_counter() - started
@@ -277,11 +274,11 @@ def bracketed(
 
 
 WARMED_RENDER = """
-import sys, time, bpy
-scene = bpy.context.scene
-scene.render.engine = "BLENDER_WORKBENCH"
-scene.render.resolution_x, scene.render.resolution_y = 32, 24
-bpy.ops.render.render(write_still=False)
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import bpy
+from render_child import warm_up
+warm_up("WORKBENCH")
 started = time.perf_counter()
 bpy.ops.wm.open_mainfile(filepath=sys.argv[1], load_ui=False, use_scripts=False)
 bpy.ops.render.render(write_still=False)
@@ -291,13 +288,14 @@ print("WARMED", time.perf_counter() - started)
 
 def warmed_render_seconds(blend: Path, shaders: Path, runs: int = 5) -> float:
     """The median time to open ``blend`` and render it in a Blender that has started and rendered a
-    Workbench frame of its own first, as a parked standby has: the least a job can take in a standby
-    (its start-up and GL context paid, its own scene's set-up and render not), alone on the machine."""
-    env = {**os.environ, "MESA_SHADER_CACHE_DIR": str(shaders / "mesa"), "XDG_CACHE_HOME": str(shaders)}
+    Workbench frame of its own first (``render_child.warm_up``, as a parked standby has): the least a job
+    can take in a standby (its start-up and GL context paid, its own scene's set-up and render not),
+    alone on the machine."""
+    env = use_shader_cache(dict(os.environ), shaders)
     seconds = []
     for _ in range(runs):
         done = subprocess.run(
-            [sys.executable, "-c", WARMED_RENDER, str(blend)],
+            [sys.executable, "-c", WARMED_RENDER, str(blend), str(CHILD_SCRIPT.parent)],
             env=env,
             capture_output=True,
             text=True,
@@ -347,7 +345,7 @@ def slow_gateway_stream(jobs: int, work: Path) -> dict[str, Any]:
 
 def parked_standby_rss_mb(work: Path) -> float:
     """RSS of one parked standby of the bpy module, in the sandbox, summed over its process group."""
-    from veriframe_addon.worker.render.renderer import CHILD_SCRIPT, BlenderCommand, BlenderRenderer
+    from veriframe_addon.worker.render.renderer import BlenderCommand, BlenderRenderer
     from veriframe_addon.worker.render.sandbox import choose_sandbox
 
     command = BlenderCommand(sys.executable, uses_bpy_module=True)

@@ -182,8 +182,8 @@ class JobFlow:
                 self.prefetcher.start(job.id)
             self._warm_for = (renderer, warm_engine(settings.engine, on_gpu=self._last_on_gpu))
             # The next Blender starts now, at idle CPU priority: it takes what the render leaves (all
-            # of the CPU on a GPU; here, in software GL, 64x48 frames took 0.93 of a bare loop's time
-            # so, 1.07 with the standby started after the render, 1.08 with none).
+            # of the CPU on a GPU). Here, in software GL, a stream of 64x48 frames took 0.93 of a bare
+            # loop's time this way, 1.07 with the standby started after the render, 1.08 with none.
             self.prepare_standby(beside_render=True)
             try:
                 result = renderer.render(

@@ -208,10 +208,17 @@ def child_environment(job_dir: Path, shader_cache: Path | None = None) -> dict[s
         }
     )
     if shader_cache is not None:
-        shader_cache.mkdir(parents=True, exist_ok=True)
-        env.setdefault("MESA_SHADER_CACHE_DIR", str(shader_cache / "mesa"))  # Mesa (llvmpipe, AMD, Intel)
-        env.setdefault("__GL_SHADER_DISK_CACHE_PATH", str(shader_cache / "nvidia"))  # NVIDIA's driver
-        env["XDG_CACHE_HOME"] = str(shader_cache)  # Blender's own (``blender/``) and fontconfig's
+        use_shader_cache(env, shader_cache)
+    return env
+
+
+def use_shader_cache(env: dict[str, str], shader_cache: Path) -> dict[str, str]:
+    """Points the disk caches of the GL drivers and of Blender in ``env`` at ``shader_cache`` (a driver
+    cache ``env`` names already keeps its place); returns ``env``. The bench's bare renders get the same."""
+    shader_cache.mkdir(parents=True, exist_ok=True)
+    env.setdefault("MESA_SHADER_CACHE_DIR", str(shader_cache / "mesa"))  # Mesa (llvmpipe, AMD, Intel)
+    env.setdefault("__GL_SHADER_DISK_CACHE_PATH", str(shader_cache / "nvidia"))  # NVIDIA's driver
+    env["XDG_CACHE_HOME"] = str(shader_cache)  # Blender's own (``blender/``) and fontconfig's
     return env
 
 
